@@ -1,0 +1,95 @@
+"""Chip window geometry, free of any raster I/O.
+
+A *tile* is a whole raster file (a scene), a *chip* a model-sized window of it. Every function here works on
+integer pixel coordinates of the scene only, so that training (random chips), evaluation (sliding grid) and
+stitching share one definition of where a chip lies.
+
+Conventions: rows are the first axis, columns the second; a window is half-open,
+``scene[row:row + height, col:col + width]``. Windows never leave the scene: where the scene is smaller than a
+chip along an axis, the window covers the whole axis and the reader pads it to the chip size with ignore.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "ChipWindow",
+    "axis_starts",
+    "random_chip_window",
+    "sliding_chip_windows",
+]
+
+
+class ChipWindow(NamedTuple):
+    """A rectangular window of a scene, in pixels: ``scene[row:row + height, col:col + width]``."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        """``(rows, cols)`` slices selecting this window from a ``(..., H, W)`` array."""
+        return slice(self.row, self.row + self.height), slice(self.col, self.col + self.width)
+
+
+def _check_positive(name: str, value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def axis_starts(length: int, chip_size: int, stride: int) -> list[int]:
+    """Start offsets of a sliding window along one axis of ``length`` pixels.
+
+    Windows start at 0, stride, 2*stride, ...; where the last one would leave a strip uncovered at the end,
+    one more window is snapped inside the border (start ``length - chip_size``), as the paper's test
+    protocol does.
+    An axis shorter than or equal to a chip gets a single start, 0.
+    """
+    _check_positive("length", length)
+    _check_positive("chip_size", chip_size)
+    _check_positive("stride", stride)
+    if stride > chip_size:
+        raise ValueError(f"stride must not exceed chip_size (pixels would be skipped), got stride={stride} "
+                         f"and chip_size={chip_size}")
+    if length <= chip_size:
+        return [0]
+    last = length - chip_size
+    starts = list(range(0, last + 1, stride))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def sliding_chip_windows(
+    scene_height: int, scene_width: int, chip_size: int, stride: int
+) -> list[ChipWindow]:
+    """All windows of a sliding grid over a scene, row-major.
+
+    Every scene pixel is covered by at least one window and every window lies inside the scene. A window
+    is ``chip_size`` square unless the scene is smaller than a chip along an axis, in which case it spans
+    the whole axis (the reader pads it to ``chip_size``).
+    """
+    rows = axis_starts(scene_height, chip_size, stride)
+    cols = axis_starts(scene_width, chip_size, stride)
+    height = min(chip_size, scene_height)
+    width = min(chip_size, scene_width)
+    return [ChipWindow(int(r), int(c), height, width) for r in rows for c in cols]
+
+
+def random_chip_window(
+    scene_height: int, scene_width: int, chip_size: int, rng: np.random.Generator
+) -> ChipWindow:
+    """A uniformly random ``chip_size`` window inside the scene (whole axis where the scene is smaller)."""
+    _check_positive("scene_height", scene_height)
+    _check_positive("scene_width", scene_width)
+    _check_positive("chip_size", chip_size)
+    height = min(chip_size, scene_height)
+    width = min(chip_size, scene_width)
+    row = int(rng.integers(0, scene_height - height + 1))
+    col = int(rng.integers(0, scene_width - width + 1))
+    return ChipWindow(row, col, height, width)
