@@ -12,7 +12,9 @@ from hypothesis.extra.numpy import arrays
 from mfpeft.metrics import ConfusionMatrix, confusion_matrix
 
 
-def naive_confusion(pred: np.ndarray, ref: np.ndarray, num_labels: int, ignore_index: int | None) -> np.ndarray:
+def naive_confusion(
+    pred: np.ndarray, ref: np.ndarray, num_labels: int, ignore_index: int | None
+) -> np.ndarray:
     matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
     for p, r in zip(pred.ravel().tolist(), ref.ravel().tolist()):
         if ignore_index is not None and r == ignore_index:
@@ -28,7 +30,8 @@ def test_hand_computed_case() -> None:
     got = confusion_matrix(pred, ref, num_labels=3)
     assert got.dtype == np.int64
     np.testing.assert_array_equal(got, expected)
-    np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(ref), 3), expected)
+    from_torch = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(ref), 3)
+    np.testing.assert_array_equal(from_torch, expected)
 
 
 @st.composite

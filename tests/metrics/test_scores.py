@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from hypothesis.extra.numpy import arrays
 from mfpeft.metrics import scores_to_json, segmentation_scores
 
 
-def naive_scores(matrix: np.ndarray, score_classes: list[int]) -> dict[str, object]:
+def naive_scores(matrix: np.ndarray, score_classes: list[int]) -> dict[str, Any]:
     """Written independently of the implementation: explicit loops, exact fractions, F1 as the harmonic mean
     of precision and recall, kappa from its textbook definition (p_o - p_e) / (1 - p_e)."""
     k = len(matrix)
