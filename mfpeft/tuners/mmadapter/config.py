@@ -1,0 +1,39 @@
+"""Configuration of MMAdapter, MFNet's multimodal bottleneck adapter (paper Eq. 1-6)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers.activations import ACT2FN
+
+from ..config import MultimodalConfig
+from ..registration import MultimodalPeftType
+
+
+@dataclass
+class MMAdapterConfig(MultimodalConfig):
+    """MMAdapter: a per-modality adapter after attention and a cross-modal adapter beside the MLP.
+
+    Adapter = Linear(D -> bottleneck) -> activation -> Linear(bottleneck -> D), both with bias, default
+    `nn.Linear` init. After attention, inside the residual: ``a = Attn(LN1(x)); a = a + Adapter_m(a)``. Beside the
+    MLP, with ``xn_m = LN2(x_m)``:
+    ``out_m = x_m + MLP(xn_m) + λ_m·MMA_m(xn_m) + (1 - λ_m)/(M - 1)·Σ_{k≠m} MMA_k(xn_k)``.
+
+    Attributes:
+        bottleneck_ratio: bottleneck width as a fraction of the encoder width D (MFNet: 0.25).
+        activation: the adapter's activation (MFNet's code: GELU; the paper's Eq. 1 says ReLU).
+        attention_modules / mlp_modules: names (suffixes) of the wrapped attention output projection and MLP.
+    """
+
+    bottleneck_ratio: float = field(default=0.25, metadata={"help": "bottleneck width / encoder width"})
+    activation: str = field(default="gelu", metadata={"help": "adapter activation"})
+    attention_modules: list[str] = field(default_factory=lambda: ["proj"], metadata={"help": "attention outputs"})
+    mlp_modules: list[str] = field(default_factory=lambda: ["mlp"], metadata={"help": "MLP blocks"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = MultimodalPeftType.MMADAPTER  # type: ignore[assignment]
+        if not 0 < self.bottleneck_ratio <= 4:
+            raise ValueError(f"bottleneck_ratio={self.bottleneck_ratio!r} must be in (0, 4]")
+        if self.activation not in ACT2FN:
+            raise ValueError(f"activation={self.activation!r} is not a transformers activation name")

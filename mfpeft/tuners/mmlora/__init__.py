@@ -1,0 +1,5 @@
+from .config import MMLoraConfig
+from .layer import MMLoraLayer, MMLoraQV
+from .model import MMLoraModel
+
+__all__ = ["MMLoraConfig", "MMLoraLayer", "MMLoraModel", "MMLoraQV"]

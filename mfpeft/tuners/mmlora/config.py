@@ -1,0 +1,41 @@
+"""Configuration of MMLoRA, MFNet's multimodal LoRA (paper Eq. 9-12)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..config import MultimodalConfig
+from ..registration import MultimodalPeftType
+
+
+@dataclass
+class MMLoraConfig(MultimodalConfig):
+    """MMLoRA: per-modality LoRA on SAM's attention and cross-modal LoRA beside its MLP.
+
+    On ``attn.qkv`` each modality gets standard LoRA on the q and v slices (k untouched), scaled by
+    ``alpha / r``. On ``mlp.lin1`` and ``mlp.lin2`` each modality m gets low-rank weights (A_m, B_m) and
+    ``out_m = W0·x_m + b + λ_m·B_m·A_m·x_m + (1 - λ_m)/(M - 1)·Σ_{k≠m} B_k·A_k·x_k`` (unscaled, as MFNet).
+
+    Attributes:
+        r: rank of every low-rank pair.
+        alpha: LoRA alpha; the attention branch is scaled by alpha / r.
+        scale_mlp: also scale the MLP branch by alpha / r (MFNet computes that factor but never applies it).
+        qv_modules: names (suffixes) of the fused qkv projections that get q/v LoRA; other targets get MMLoRA.
+    """
+
+    r: int = field(default=4, metadata={"help": "LoRA rank"})
+    alpha: float = field(default=1.0, metadata={"help": "LoRA alpha; attention branch scaled by alpha / r"})
+    scale_mlp: bool = field(default=False, metadata={"help": "scale the MLP branch by alpha / r too"})
+    qv_modules: list[str] = field(default_factory=lambda: ["qkv"], metadata={"help": "fused qkv module names"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.peft_type = MultimodalPeftType.MMLORA  # type: ignore[assignment]
+        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
+            raise ValueError(f"r={self.r!r} must be a positive integer")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha={self.alpha!r} must be positive")
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.r
