@@ -54,8 +54,9 @@ def axis_starts(length: int, chip_size: int, stride: int) -> list[int]:
     _check_positive("chip_size", chip_size)
     _check_positive("stride", stride)
     if stride > chip_size:
-        raise ValueError(f"stride must not exceed chip_size (pixels would be skipped), got stride={stride} "
-                         f"and chip_size={chip_size}")
+        raise ValueError(
+            f"stride must not exceed chip_size (pixels would be skipped), got stride={stride} and chip_size={chip_size}"
+        )
     if length <= chip_size:
         return [0]
     last = length - chip_size
@@ -65,9 +66,7 @@ def axis_starts(length: int, chip_size: int, stride: int) -> list[int]:
     return starts
 
 
-def sliding_chip_windows(
-    scene_height: int, scene_width: int, chip_size: int, stride: int
-) -> list[ChipWindow]:
+def sliding_chip_windows(scene_height: int, scene_width: int, chip_size: int, stride: int) -> list[ChipWindow]:
     """All windows of a sliding grid over a scene, row-major.
 
     Every scene pixel is covered by at least one window and every window lies inside the scene. A window
@@ -81,9 +80,7 @@ def sliding_chip_windows(
     return [ChipWindow(int(r), int(c), height, width) for r in rows for c in cols]
 
 
-def random_chip_window(
-    scene_height: int, scene_width: int, chip_size: int, rng: np.random.Generator
-) -> ChipWindow:
+def random_chip_window(scene_height: int, scene_width: int, chip_size: int, rng: np.random.Generator) -> ChipWindow:
     """A uniformly random ``chip_size`` window inside the scene (whole axis where the scene is smaller)."""
     _check_positive("scene_height", scene_height)
     _check_positive("scene_width", scene_width)

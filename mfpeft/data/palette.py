@@ -101,9 +101,7 @@ def rgb_to_labels(
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise ValueError(f"{source}: an RGB label image needs shape (H, W, 3), got {tuple(rgb.shape)}")
     if len(palette) >= IGNORE_INDEX:
-        raise ValueError(
-            f"palette has {len(palette)} colours; at most {IGNORE_INDEX - 1} fit in uint8 labels"
-        )
+        raise ValueError(f"palette has {len(palette)} colours; at most {IGNORE_INDEX - 1} fit in uint8 labels")
     keys = _pack(rgb)
     labels = np.full(keys.shape, IGNORE_INDEX, dtype=np.uint8)
     known = np.zeros(keys.shape, dtype=bool)
@@ -152,7 +150,9 @@ def map_codes(codes: np.ndarray, mapping: Mapping[int, int] | Sequence[int], *, 
     unknown = [int(v) for v in values if int(v) not in table]
     if unknown:
         counts = {int(v): int(c) for v, c in zip(*np.unique(codes, return_counts=True)) if int(v) in unknown}
-        raise ValueError(f"{source}: label codes not in the code -> class map {table}: "
-                         + ", ".join(f"{v}: {counts[v]} px" for v in unknown[:20]))
+        raise ValueError(
+            f"{source}: label codes not in the code -> class map {table}: "
+            + ", ".join(f"{v}: {counts[v]} px" for v in unknown[:20])
+        )
     lut = np.array([table[int(v)] for v in values], dtype=np.uint8)
     return lut[inverse.reshape(codes.shape)]

@@ -72,8 +72,10 @@ class _Layer:
             if array.ndim == 2:
                 array = array[None]
             if array.ndim != 3:
-                raise ValueError(f"{describe_ref(ref)}: an in-memory raster needs shape (C, H, W) or (H, W), "
-                                 f"got {tuple(array.shape)} ({name})")
+                raise ValueError(
+                    f"{describe_ref(ref)}: an in-memory raster needs shape (C, H, W) or (H, W), "
+                    f"got {tuple(array.shape)} ({name})"
+                )
             self._array = array
             self.count, self.height, self.width = array.shape
             self.crs, self.transform, self.nodata = None, None, None
@@ -99,21 +101,34 @@ class _Layer:
             col_f, row_f = ~t * (r.c, r.f)
             if abs(col_f - round(col_f)) < 1e-3 and abs(row_f - round(row_f)) < 1e-3:
                 self.offset = (round(row_f), round(col_f))
-                return (-self.offset[0], -self.offset[1],
-                        self.height - self.offset[0], self.width - self.offset[1])
+                return (
+                    -self.offset[0],
+                    -self.offset[1],
+                    self.height - self.offset[0],
+                    self.width - self.offset[1],
+                )
         bounds = self._dataset.bounds
         if not same_crs:
             bounds = transform_bounds(self.crs, ref.crs, *bounds, densify_pts=21)
         inv = ~r
         cols, rows = zip(*(inv * (x, y) for x in (bounds[0], bounds[2]) for y in (bounds[1], bounds[3])))
-        footprint = (math.ceil(min(rows) - _EPS), math.ceil(min(cols) - _EPS),
-                     math.floor(max(rows) + _EPS), math.floor(max(cols) + _EPS))
+        footprint = (
+            math.ceil(min(rows) - _EPS),
+            math.ceil(min(cols) - _EPS),
+            math.floor(max(rows) + _EPS),
+            math.floor(max(cols) + _EPS),
+        )
         nodata = self.nodata
         if nodata is None and self.dtype.kind == "f":
             nodata = float("nan")
         self._vrt = WarpedVRT(
-            self._dataset, crs=ref.crs, transform=r, width=ref.width, height=ref.height,
-            resampling=resampling, **({} if nodata is None else {"nodata": nodata}),
+            self._dataset,
+            crs=ref.crs,
+            transform=r,
+            width=ref.width,
+            height=ref.height,
+            resampling=resampling,
+            **({} if nodata is None else {"nodata": nodata}),
         )
         self.nodata = self._vrt.nodata
         self.offset = (0, 0)
@@ -124,20 +139,23 @@ class _Layer:
         row, col = window.row + self.offset[0], window.col + self.offset[1]
         if self._array is not None:
             idx = [b - 1 for b in bands]
-            return np.asarray(self._array[idx, row:row + window.height, col:col + window.width], dtype=dtype)
+            return np.asarray(self._array[idx, row : row + window.height, col : col + window.width], dtype=dtype)
         src = self._vrt if self._vrt is not None else self._dataset
         try:
-            return src.read(indexes=list(bands), window=Window(col, row, window.width, window.height),
-                            out_dtype=dtype)
+            return src.read(indexes=list(bands), window=Window(col, row, window.width, window.height), out_dtype=dtype)
         except RasterioError as err:
-            raise ValueError(f"{describe_ref(self.ref)}: cannot read {window} ({self.name}); the file may be "
-                             f"truncated or corrupt: {err}") from err
+            raise ValueError(
+                f"{describe_ref(self.ref)}: cannot read {window} ({self.name}); the file may be "
+                f"truncated or corrupt: {err}"
+            ) from err
 
     def check_bands(self, bands: Sequence[int]) -> None:
         bad = [b for b in bands if not 1 <= b <= self.count]
         if bad:
-            raise ValueError(f"{describe_ref(self.ref)} ({self.name}) has {self.count} band(s); bands "
-                             f"{list(bands)} were asked for (1-based), too few bands for {bad}")
+            raise ValueError(
+                f"{describe_ref(self.ref)} ({self.name}) has {self.count} band(s); bands "
+                f"{list(bands)} were asked for (1-based), too few bands for {bad}"
+            )
 
     def close(self) -> None:
         for handle in (self._vrt, self._dataset):
@@ -185,9 +203,7 @@ class TileReader:
         self.mask_nodata = mask_nodata
         self.encoding: LabelEncoding = tile.label_encoding
         scaling = dict(scaling or {})
-        self.scaling = {
-            m: scaling.get(m) or tile.scaling.get(m) or default_scaling(m) for m in self.modalities
-        }
+        self.scaling = {m: scaling.get(m) or tile.scaling.get(m) or default_scaling(m) for m in self.modalities}
         self.bands: dict[str, tuple[int, ...]] = {}
         self._layers: dict[str, _Layer] = {}
         try:
@@ -197,7 +213,9 @@ class TileReader:
                 s = self.scaling[m]
                 if s.needs_tile_statistics and m not in self.statistics:
                     self.statistics[m] = compute_tile_statistics(
-                        functools.partial(self.read_raw, m), self.height, self.width,
+                        functools.partial(self.read_raw, m),
+                        self.height,
+                        self.width,
                         percentiles=s.percentiles if s.mode == "percentile" else None,
                     )
         except BaseException:
@@ -230,8 +248,10 @@ class TileReader:
         for layer, (a, b, c, d) in footprints:
             r0, c0, r1, c1 = max(r0, a), max(c0, b), min(r1, c), min(c1, d)
             if r1 <= r0 or c1 <= c0:
-                raise ValueError(f"{describe_ref(layer.ref)} ({layer.name}) does not overlap "
-                                 f"{describe_ref(ref.ref)} ({ref.name}) on the reference grid")
+                raise ValueError(
+                    f"{describe_ref(layer.ref)} ({layer.name}) does not overlap "
+                    f"{describe_ref(ref.ref)} ({ref.name}) on the reference grid"
+                )
         self._origin = (r0, c0)
         self.height, self.width = r1 - r0, c1 - c0
         for m in self.modalities:
@@ -259,8 +279,13 @@ class TileReader:
     @property
     def profile(self) -> dict[str, Any]:
         """A rasterio profile for writing a single-band uint8 class map on the usable grid."""
-        profile: dict[str, Any] = {"driver": "GTiff", "height": self.height, "width": self.width, "count": 1,
-                                   "dtype": "uint8"}
+        profile: dict[str, Any] = {
+            "driver": "GTiff",
+            "height": self.height,
+            "width": self.width,
+            "count": 1,
+            "dtype": "uint8",
+        }
         if self.crs is not None:
             profile.update(crs=self.crs, transform=self.transform)
         return profile
@@ -271,8 +296,12 @@ class TileReader:
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _shift(self, window: ChipWindow) -> ChipWindow:
-        if window.row < 0 or window.col < 0 or window.row + window.height > self.height \
-                or window.col + window.width > self.width:
+        if (
+            window.row < 0
+            or window.col < 0
+            or window.row + window.height > self.height
+            or window.col + window.width > self.width
+        ):
             raise ValueError(f"{window} lies outside tile {self.tile.name!r} ({self.height}x{self.width})")
         row, col = window.row + self._origin[0], window.col + self._origin[1]
         return ChipWindow(row, col, window.height, window.width)
@@ -312,11 +341,10 @@ class TileReader:
             bad = (~invalid) & ((raw < 0) | out_of_range | (raw % 1 != 0))
             if bad.any():
                 values, counts = np.unique(raw[bad], return_counts=True)
-                listed = ", ".join(
-                    f"{v:g}: {c} px" for v, c in zip(values[:20].tolist(), counts[:20].tolist())
+                listed = ", ".join(f"{v:g}: {c} px" for v, c in zip(values[:20].tolist(), counts[:20].tolist()))
+                raise ValueError(
+                    f"{name}: label values outside the class indices 0..{len(enc.classes) - 1} (or 255): {listed}"
                 )
-                raise ValueError(f"{name}: label values outside the class indices 0..{len(enc.classes) - 1} "
-                                 f"(or 255): {listed}")
             labels = raw.astype(np.uint8)
         labels[invalid] = IGNORE_INDEX
         return labels

@@ -47,9 +47,7 @@ class TileStatistics:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TileStatistics:
-        arrays: dict[str, Any] = {
-            k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in data.items()
-        }
+        arrays: dict[str, Any] = {k: (None if v is None else np.asarray(v, dtype=np.float64)) for k, v in data.items()}
         return cls(**arrays)
 
 
@@ -88,22 +86,18 @@ class Scaling:
             raise ValueError(f"Scaling.divisor must be a positive number, got {self.divisor!r}")
         if self.mode == "fixed":
             if self.low is None or self.high is None:
-                raise ValueError(f"Scaling mode 'fixed' needs low and high, got low={self.low!r}, "
-                                 f"high={self.high!r}")
+                raise ValueError(f"Scaling mode 'fixed' needs low and high, got low={self.low!r}, high={self.high!r}")
             if not self.high > self.low:
-                raise ValueError(
-                    f"Scaling.high must exceed Scaling.low, got low={self.low}, high={self.high}"
-                )
+                raise ValueError(f"Scaling.high must exceed Scaling.low, got low={self.low}, high={self.high}")
         if self.mode == "zscore" and (self.mean is None) != (self.std is None):
-            raise ValueError(f"Scaling mode 'zscore' needs both mean and std or neither, "
-                             f"got mean={self.mean!r}, std={self.std!r}")
+            raise ValueError(
+                f"Scaling mode 'zscore' needs both mean and std or neither, got mean={self.mean!r}, std={self.std!r}"
+            )
         if self.std is not None and not self.std > 0:
             raise ValueError(f"Scaling.std must be positive, got {self.std!r}")
         lo, hi = self.percentiles
         if not 0 <= lo < hi <= 100:
-            raise ValueError(
-                f"Scaling.percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}"
-            )
+            raise ValueError(f"Scaling.percentiles must satisfy 0 <= low < high <= 100, got {self.percentiles!r}")
         object.__setattr__(self, "percentiles", (float(lo), float(hi)))
 
     @property
@@ -166,9 +160,7 @@ class Scaling:
             second = (statistics.std**2 + statistics.mean**2).mean()
             std = np.full_like(statistics.std, np.sqrt(max(second - mean[0] ** 2, 0.0)))
         std = np.where(std > 0, std, 1.0)
-        return ((x - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]).astype(
-            np.float32
-        )
+        return ((x - mean.astype(np.float32)[:, None, None]) / std.astype(np.float32)[:, None, None]).astype(np.float32)
 
     def _stretch(self, x: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
         out = _ratio(x, lo, hi)

@@ -42,8 +42,7 @@ class LabelEncoding:
         if self.kind == "codes" and not self.code_map:
             raise ValueError("LabelEncoding.code_map is required for kind 'codes'")
         if self.kind == "palette" and len(self.palette) != len(self.classes):
-            raise ValueError(f"LabelEncoding.palette has {len(self.palette)} colours for "
-                             f"{len(self.classes)} classes")
+            raise ValueError(f"LabelEncoding.palette has {len(self.palette)} colours for {len(self.classes)} classes")
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,238 @@
+"""A built-in demo data set: a procedurally generated small city, written as georeferenced GeoTIFFs.
+
+The scene is built so that fusion is measurable: most building roofs have the colour and texture of the roads
+and squares (impervious surfaces vs building only height separates), and trees have the green of the lawns
+(tree vs low vegetation only height separates). Cars are small and bright, clutter is brown ground patches.
+Everything is deterministic given the seed; the files are generated on first use and cached.
+
+Layout (the ``demo`` source reads it): ``{train,validation,test}/tile{i}_{rgb,dsm,label,label_noBoundary}.tif``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mfpeft.data.palette import IGNORE_INDEX, ISPRS_PALETTE, labels_to_rgb
+
+__all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "cache_root", "demo_data_dir", "make_demo_scene"]
+
+DEMO_VERSION = "v1"
+DEMO_SPLITS = {"train": (0, 1, 2, 3), "validation": (4,), "test": (5,)}
+_PIXEL_SIZE = 0.5  # metres
+_ORIGIN = (500_000.0, 5_400_000.0)  # UTM 32N, metres
+_CRS = "EPSG:32632"
+
+IMPERVIOUS, BUILDING, LOW_VEG, TREE, CAR, CLUTTER = range(6)
+_GREY = np.array([118.0, 118.0, 124.0])
+_GREEN = np.array([72.0, 118.0, 52.0])
+_RED_ROOF = np.array([156.0, 82.0, 64.0])
+_BROWN = np.array([128.0, 100.0, 66.0])
+_CAR_COLOURS = np.array([[232, 214, 40], [214, 38, 38], [236, 236, 236], [42, 64, 214]], dtype=np.float64)
+
+
+class DemoScene(dict):  # type: ignore[type-arg]
+    """``{"optical": uint8 (3, H, W), "dsm": float32 (1, H, W), "labels": uint8 (H, W),
+    "eroded_labels": uint8 (H, W)}`` (class indices, 255 = ignore)."""
+
+
+def cache_root() -> Path:
+    """``$MFPEFT_CACHE``, else ``$XDG_CACHE_HOME/mfpeft``, else ``~/.cache/mfpeft``."""
+    if os.environ.get("MFPEFT_CACHE"):
+        return Path(os.environ["MFPEFT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mfpeft"
+
+
+def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
+    """Zero-mean, unit-ish noise varying over about ``cell`` pixels: (H, W) float64."""
+    gh, gw = height // cell + 2, width // cell + 2
+    grid = rng.standard_normal((gh, gw))
+    y = np.arange(height) / cell
+    x = np.arange(width) / cell
+    y0, x0 = y.astype(int), x.astype(int)
+    fy, fx = (y - y0)[:, None], (x - x0)[None, :]
+    a = grid[y0][:, x0]
+    b = grid[y0][:, x0 + 1]
+    c = grid[y0 + 1][:, x0]
+    d = grid[y0 + 1][:, x0 + 1]
+    return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+
+
+def _erode_boundaries(labels: np.ndarray, radius: int = 2) -> np.ndarray:
+    """Labels with pixels within ``radius`` of a class change set to ignore (ISPRS noBoundary style)."""
+    out = labels.copy()
+    boundary = np.zeros(labels.shape, dtype=bool)
+    padded = np.pad(labels, radius, mode="edge")
+    h, w = labels.shape
+    for dy in range(-radius, radius + 1):
+        for dx in range(-radius, radius + 1):
+            if dy * dy + dx * dx <= radius * radius:
+                boundary |= padded[radius + dy : radius + dy + h, radius + dx : radius + dx + w] != labels
+    out[boundary] = IGNORE_INDEX
+    return out
+
+
+def make_demo_scene(size: int = 512, seed: int = 0) -> DemoScene:
+    """Generate one city scene of ``size`` x ``size`` pixels (0.5 m), deterministic given ``seed``."""
+    rng = np.random.default_rng(seed)
+    h = w = size
+    labels = np.full((h, w), LOW_VEG, dtype=np.uint8)
+    height = 2.0 * _smooth_noise(rng, h, w, 128)  # gentle terrain, metres above the base level
+    colour = np.empty((h, w, 3))
+    colour[:] = _GREEN
+    colour += 14.0 * _smooth_noise(rng, h, w, 24)[..., None]  # lawns and canopies vary in shade alike
+
+    # Streets: a jittered grid.
+    def street_lines(n: int) -> list[tuple[int, int]]:
+        lines, pos = [], int(rng.integers(20, 60))
+        while pos < n:
+            width = int(rng.integers(10, 18))
+            lines.append((pos, min(pos + width, n)))
+            pos += width + int(rng.integers(100, 170))
+        return lines
+
+    rows, cols = street_lines(h), street_lines(w)
+    road = np.zeros((h, w), dtype=bool)
+    for a, b in rows:
+        road[a:b, :] = True
+    for a, b in cols:
+        road[:, a:b] = True
+    labels[road] = IMPERVIOUS
+    grey_texture = 9.0 * _smooth_noise(rng, h, w, 12)[..., None]
+    colour[road] = (_GREY + grey_texture)[road]
+
+    # Blocks between streets: buildings (mostly road-grey flat roofs), squares at ground level (also grey).
+    def gaps(lines: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+        edges = [0] + [v for line in lines for v in line] + [n]
+        return [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2) if edges[i + 1] - edges[i] > 30]
+
+    for r0, r1 in gaps(rows, h):
+        for c0, c1 in gaps(cols, w):
+            for _ in range(int(rng.integers(1, 4))):
+                bh = int(rng.integers(24, max(25, min(80, r1 - r0 - 8))))
+                bw = int(rng.integers(24, max(25, min(80, c1 - c0 - 8))))
+                if r1 - r0 - bh - 8 <= 4 or c1 - c0 - bw - 8 <= 4:
+                    continue
+                y = r0 + 4 + int(rng.integers(0, r1 - r0 - bh - 8))
+                x = c0 + 4 + int(rng.integers(0, c1 - c0 - bw - 8))
+                area = (slice(y, y + bh), slice(x, x + bw))
+                kind = rng.random()
+                if kind < 0.25:  # a square or car park: grey, at ground level
+                    labels[area] = IMPERVIOUS
+                    colour[area] = _GREY + grey_texture[area]
+                    continue
+                labels[area] = BUILDING
+                roof = _GREY if kind < 0.8 else _RED_ROOF
+                colour[area] = roof + grey_texture[area]
+                height[area] += float(rng.uniform(6.0, 18.0)) + 0.15 * rng.standard_normal((bh, bw))
+
+    # Clutter: brown irregular patches on the ground.
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(int(rng.integers(4, 8))):
+        cy, cx, r = int(rng.integers(0, h)), int(rng.integers(0, w)), float(rng.uniform(6, 14))
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2) & (labels == LOW_VEG)
+        blob &= _smooth_noise(rng, h, w, 6) > -0.3
+        labels[blob] = CLUTTER
+        colour[blob] = _BROWN + 8.0 * rng.standard_normal((int(blob.sum()), 3))
+        height[blob] += 0.5
+
+    # Trees: domes on lawns, the lawns' green.
+    for _ in range(int(rng.integers(45, 75))):
+        cy, cx, r = int(rng.integers(0, h)), int(rng.integers(0, w)), float(rng.uniform(5, 13))
+        y0, y1, x0, x1 = max(cy - 14, 0), min(cy + 15, h), max(cx - 14, 0), min(cx + 15, w)
+        d2 = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2
+        crown = (d2 < r**2) & (labels[y0:y1, x0:x1] == LOW_VEG)
+        sub_h = height[y0:y1, x0:x1]
+        top = float(rng.uniform(5.0, 12.0))
+        sub_h[crown] += top * np.sqrt(np.clip(1 - d2[crown] / r**2, 0, 1)) + 1.0
+        labels[y0:y1, x0:x1][crown] = TREE
+
+    # Cars: small bright rectangles on the streets.
+    for _ in range(int(rng.integers(15, 30))):
+        if rng.random() < 0.5 and rows:
+            a, b = rows[int(rng.integers(len(rows)))]
+            y, x, ch, cw = int(rng.integers(a, max(a + 1, b - 4))), int(rng.integers(0, w - 9)), 4, 8
+        elif cols:
+            a, b = cols[int(rng.integers(len(cols)))]
+            y, x, ch, cw = int(rng.integers(0, h - 9)), int(rng.integers(a, max(a + 1, b - 4))), 8, 4
+        else:
+            continue
+        area = (slice(y, y + ch), slice(x, x + cw))
+        if not (labels[area] == IMPERVIOUS).all() or not road[area].all():
+            continue
+        labels[area] = CAR
+        colour[area] = _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))]
+        height[area] += 1.5
+
+    colour += 7.0 * rng.standard_normal((h, w, 3))
+    height += 0.2 * rng.standard_normal((h, w)) + 40.0
+    optical = np.clip(np.rint(colour), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return DemoScene(
+        optical=np.ascontiguousarray(optical),
+        dsm=height.astype(np.float32)[None],
+        labels=labels,
+        eroded_labels=_erode_boundaries(labels),
+    )
+
+
+def _write(path: Path, data: np.ndarray, transform: Any, nodata: float | None = None) -> None:
+    import rasterio
+
+    profile = {
+        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
+        "dtype": data.dtype.name, "crs": _CRS, "transform": transform, "compress": "deflate",
+        "tiled": True, "blockxsize": 256, "blockysize": 256,
+    }  # fmt: skip
+    if nodata is not None:
+        profile["nodata"] = nodata
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
+
+
+def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, size: int = 512) -> Path:
+    """The demo data set's folder, generated on first use (a few seconds) and cached.
+
+    Default location: ``cache_root() / f"demo-{DEMO_VERSION}-seed{seed}"``. Written to a temporary folder and
+    renamed, so an interrupted run leaves nothing half-written.
+    """
+    from rasterio.transform import from_origin
+
+    base = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
+    suffix = "" if size == 512 else f"-size{size}"
+    root = base / f"demo-{DEMO_VERSION}-seed{seed}{suffix}"
+    if (root / "COMPLETE").is_file():
+        return root
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=base))
+    try:
+        for split, indices in DEMO_SPLITS.items():
+            (tmp / split).mkdir()
+            for i in indices:
+                scene = make_demo_scene(size=size, seed=seed * 1000 + i)
+                # Tiles sit side by side on one UTM grid, 3 per row.
+                x0 = _ORIGIN[0] + (i % 3) * size * _PIXEL_SIZE
+                y0 = _ORIGIN[1] - (i // 3) * size * _PIXEL_SIZE
+                transform = from_origin(x0, y0, _PIXEL_SIZE, _PIXEL_SIZE)
+                stem = tmp / split / f"tile{i}"
+                _write(Path(f"{stem}_rgb.tif"), scene["optical"], transform)
+                _write(Path(f"{stem}_dsm.tif"), scene["dsm"], transform)
+                for key, suffix_ in (("labels", "label"), ("eroded_labels", "label_noBoundary")):
+                    rgb = labels_to_rgb(scene[key], ISPRS_PALETTE).transpose(2, 0, 1)
+                    _write(Path(f"{stem}_{suffix_}.tif"), np.ascontiguousarray(rgb), transform)
+        (tmp / "COMPLETE").write_text(f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}\n")
+        try:
+            tmp.rename(root)
+        except OSError:
+            # Another process finished first; its copy is identical (same seed).
+            if not (root / "COMPLETE").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
