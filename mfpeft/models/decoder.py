@@ -161,9 +161,7 @@ class GlobalLocalAttention(nn.Module):
         local = self.local2(x) + self.local1(x)
         attn = self.window_attention(x)
         # The one-row/column pad makes the even-length pooling windows come out at exactly H x W.
-        out = self.pool_vertical(pad_bottom_right(attn, 1, 0)) + self.pool_horizontal(
-            pad_bottom_right(attn, 0, 1)
-        )
+        out = self.pool_vertical(pad_bottom_right(attn, 1, 0)) + self.pool_horizontal(pad_bottom_right(attn, 0, 1))
         out = out + local
         out = self.proj(pad_bottom_right(out, 1, 1))
         return out[:, :, :height, :width]
@@ -258,9 +256,7 @@ class FeatureRefinementHead(WeightedFusionUpsample):
         super().__init__(skip_channels, decode_channels, use_skip, eps)
         reduced = decode_channels // 16
         if reduced < 1:
-            raise ValueError(
-                f"decode_channels must be at least 16 for the channel attention, got {decode_channels}"
-            )
+            raise ValueError(f"decode_channels must be at least 16 for the channel attention, got {decode_channels}")
         self.shortcut = ConvBN(decode_channels, decode_channels, kernel_size=1)
         self.pa = nn.Sequential(
             nn.Conv2d(decode_channels, decode_channels, 3, padding=1, groups=decode_channels, bias=True),
@@ -357,8 +353,7 @@ class UNetFormerDecoder(nn.Module):
         for index, feature in enumerate(maps):
             if feature.dim() != 4 or feature.shape[1] != self.encoder_channels:
                 raise ValueError(
-                    f"features[{index}] must be (B, {self.encoder_channels}, h, w), "
-                    f"got {tuple(feature.shape)}"
+                    f"features[{index}] must be (B, {self.encoder_channels}, h, w), got {tuple(feature.shape)}"
                 )
         return maps
 

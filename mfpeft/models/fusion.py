@@ -36,6 +36,11 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
 
+    def reset_parameters(self) -> None:
+        """Identity affine: weight 1, bias 0."""
+        nn.init.ones_(self.weight)
+        nn.init.zeros_(self.bias)
+
     def forward(self, x: Tensor) -> Tensor:
         """Normalise (B, C, H, W) over C; returns (B, C, H, W)."""
         # F.layer_norm normalises trailing dims, so move C last; it is also autocast to float32.
@@ -101,8 +106,7 @@ class SqueezeExcitation(nn.Module):
         super().__init__()
         if channels < 1 or reduction_channels < 1:
             raise ValueError(
-                "channels and reduction_channels must be positive, "
-                f"got {channels!r} and {reduction_channels!r}"
+                f"channels and reduction_channels must be positive, got {channels!r} and {reduction_channels!r}"
             )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.reduce = nn.Conv2d(channels, reduction_channels, kernel_size=1, bias=True)
@@ -125,9 +129,7 @@ class SEFusion(nn.Module):
         super().__init__()
         if num_modalities < 1:
             raise ValueError(f"num_modalities must be at least 1, got {num_modalities!r}")
-        self.branches = nn.ModuleList(
-            SqueezeExcitation(channels, reduction_channels) for _ in range(num_modalities)
-        )
+        self.branches = nn.ModuleList(SqueezeExcitation(channels, reduction_channels) for _ in range(num_modalities))
 
     def forward(self, features: Sequence[Tensor]) -> Tensor:
         """Sum the SE-gated maps; ``features`` holds M maps (B, C, H, W), returns (B, C, H, W)."""
@@ -165,9 +167,7 @@ class DeepFusionModule(nn.Module):
         if not isinstance(num_modalities, int) or num_modalities < 1:
             raise ValueError(f"num_modalities must be a positive integer, got {num_modalities!r}")
         if isinstance(quarter_norms, str) or len(quarter_norms) != num_modalities:
-            raise ValueError(
-                f"quarter_norms must give one norm per modality ({num_modalities}), got {quarter_norms!r}"
-            )
+            raise ValueError(f"quarter_norms must give one norm per modality ({num_modalities}), got {quarter_norms!r}")
         for index, kind in enumerate(quarter_norms):
             if kind not in QUARTER_NORMS:
                 raise ValueError(f"quarter_norms[{index}] must be one of {QUARTER_NORMS}, got {kind!r}")
@@ -178,9 +178,7 @@ class DeepFusionModule(nn.Module):
             SimpleFeaturePyramid(channels, kind)  # type: ignore[arg-type]  # validated above
             for kind in self.quarter_norms
         )
-        self.fusions = nn.ModuleList(
-            SEFusion(num_modalities, channels, reduction_channels) for _ in range(NUM_LEVELS)
-        )
+        self.fusions = nn.ModuleList(SEFusion(num_modalities, channels, reduction_channels) for _ in range(NUM_LEVELS))
 
     def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
         """Fuse M neck maps, each (B, C, h, w), into [1/4, 1/8, 1/16, 1/32] maps.
@@ -192,8 +190,6 @@ class DeepFusionModule(nn.Module):
             raise ValueError(f"expected {self.num_modalities} maps (one per modality), got {got}")
         shapes = {tuple(f.shape) for f in features}
         if len(shapes) != 1:
-            raise ValueError(
-                f"all modality maps must have the same shape, got {[tuple(f.shape) for f in features]}"
-            )
+            raise ValueError(f"all modality maps must have the same shape, got {[tuple(f.shape) for f in features]}")
         pyramids = [pyramid(feature) for pyramid, feature in zip(self.pyramids, features)]
         return [fusion([levels[level] for levels in pyramids]) for level, fusion in enumerate(self.fusions)]

@@ -181,9 +181,7 @@ def test_window_attention_matches_naive_loop(h: int, w: int) -> None:
     with torch.no_grad():
         gla.relative_position_bias_table.normal_(0.0, 1.0)  # large enough that a wrong index shows
         x = torch.randn(2, 16, h, w)
-        torch.testing.assert_close(
-            gla.window_attention(x), naive_window_attention(gla, x), rtol=1e-4, atol=1e-5
-        )
+        torch.testing.assert_close(gla.window_attention(x), naive_window_attention(gla, x), rtol=1e-4, atol=1e-5)
 
 
 def test_window_attention_stays_inside_its_window() -> None:
