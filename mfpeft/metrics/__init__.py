@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mfpeft.metrics.confusion import ConfusionMatrix, confusion_matrix
+from mfpeft.metrics.confusion import ConfusionMatrix, confusion_matrix, per_sample_confusion
 from mfpeft.metrics.loading import METRIC_SCRIPT, load_metric
 from mfpeft.metrics.scores import scores_to_json, segmentation_scores
 
@@ -18,6 +18,7 @@ __all__ = [
     "ConfusionMatrix",
     "confusion_matrix",
     "load_metric",
+    "per_sample_confusion",
     "plot_confusion_matrix",
     "plot_per_class",
     "scores_to_json",

@@ -121,6 +121,52 @@ def confusion_matrix(
     return _confusion_numpy(np.asarray(predictions), np.asarray(references), int(num_labels), ignore_index)
 
 
+def per_sample_confusion(
+    predictions: torch.Tensor,
+    references: torch.Tensor,
+    num_labels: int,
+    ignore_index: int | None = 255,
+) -> torch.Tensor:
+    """One confusion matrix per sample, as a tensor on the inputs' device, for distributed evaluation.
+
+    ``accelerator.gather_for_metrics`` drops the samples that the distributed sampler repeated to even out
+    the last batch, but it can only do so along a per-sample dimension: gather these ``(B, K, K)`` matrices
+    (a few hundred bytes per sample instead of the label maps) and sum them over the first axis; summing
+    per-process matrices with ``reduce`` would count the repeated samples twice.
+
+    Args:
+        predictions: ``(B, ...)`` integer class ids, e.g. ``(B, H, W)``.
+        references: ``(B, ...)`` integer class ids, same shape; ``ignore_index`` pixels are skipped.
+        num_labels: number of classes ``K``.
+        ignore_index: reference value to skip, or ``None``.
+
+    Returns:
+        ``(B, K, K)`` int64 tensor on ``predictions.device``, ``[b, reference, prediction]``.
+    """
+    _check_num_labels(num_labels)
+    if tuple(predictions.shape) != tuple(references.shape) or predictions.dim() < 1:
+        raise ValueError(
+            f"predictions and references must have the same (B, ...) shape, got {tuple(predictions.shape)} "
+            f"and {tuple(references.shape)}"
+        )
+    _check_integer("predictions", predictions)
+    _check_integer("references", references)
+    k = int(num_labels)
+    batch = predictions.shape[0]
+    sample = torch.arange(batch, device=predictions.device).view(-1, *([1] * (predictions.dim() - 1)))
+    sample = sample.expand(predictions.shape).reshape(-1)
+    pred = predictions.reshape(-1).to(torch.int64)
+    ref = references.reshape(-1).to(device=predictions.device, dtype=torch.int64)
+    if ignore_index is not None:
+        keep = ref != ignore_index
+        pred, ref, sample = pred[keep], ref[keep], sample[keep]
+    if ref.numel():
+        for name, values in (("references", ref), ("predictions", pred)):
+            _check_range_values(name, int(values.min().item()), int(values.max().item()), k, ignore_index)
+    counts = torch.bincount((sample * k + ref) * k + pred, minlength=batch * k * k)
+    return counts.reshape(batch, k, k)
+
+
 class ConfusionMatrix:
     """Running confusion matrix pooled over many images (and, after :meth:`merge`, over many processes).
 

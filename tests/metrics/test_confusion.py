@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from mfpeft.metrics import ConfusionMatrix, confusion_matrix
+from mfpeft.metrics import ConfusionMatrix, confusion_matrix, per_sample_confusion
 
 
 def naive_confusion(
@@ -145,3 +145,23 @@ def test_accumulator_rejects_mismatched_merges() -> None:
         ConfusionMatrix(2, matrix=np.array([[1, -1], [0, 0]]))
     with pytest.raises(ValueError, match="integer counts"):
         ConfusionMatrix(2, matrix=np.zeros((2, 2)))
+
+
+def test_per_sample_confusion_sums_to_the_pooled_matrix() -> None:
+    generator = torch.Generator().manual_seed(1)
+    pred = torch.randint(0, 4, (5, 9, 7), generator=generator)
+    ref = torch.randint(0, 4, (5, 9, 7), generator=generator)
+    ref[2] = 255  # a fully ignored sample gives a zero matrix
+    pred[0, 0, 0] = 200
+    ref[0, 0, 0] = 255
+    per_sample = per_sample_confusion(pred, ref, 4)
+    assert per_sample.shape == (5, 4, 4) and per_sample.dtype == torch.int64
+    for b in range(5):
+        np.testing.assert_array_equal(per_sample[b].numpy(), confusion_matrix(pred[b], ref[b], 4))
+    # What gather_for_metrics would hand back after dropping a repeated sample: still exact.
+    np.testing.assert_array_equal(per_sample[:4].sum(0).numpy(), confusion_matrix(pred[:4], ref[:4], 4))
+    assert int(per_sample[2].sum()) == 0
+    with pytest.raises(ValueError, match="predictions contain class id 4"):
+        per_sample_confusion(torch.full((1, 2), 4), torch.zeros(1, 2, dtype=torch.int64), 4)
+    with pytest.raises(ValueError, match=r"same \(B, ...\) shape"):
+        per_sample_confusion(torch.zeros(2, 3, dtype=torch.int64), torch.zeros(3, 2, dtype=torch.int64), 4)
