@@ -98,7 +98,7 @@ class _Layer:
         same_crs = self.crs == ref.crs
         t, r = self.transform, ref.transform
         if same_crs and (t.a, t.b, t.d, t.e) == (r.a, r.b, r.d, r.e) and r.b == 0 and r.d == 0:
-            col_f, row_f = ~t * (r.c, r.f)
+            col_f, row_f = ~t @ (r.c, r.f)
             if abs(col_f - round(col_f)) < 1e-3 and abs(row_f - round(row_f)) < 1e-3:
                 self.offset = (round(row_f), round(col_f))
                 return (
@@ -111,7 +111,7 @@ class _Layer:
         if not same_crs:
             bounds = transform_bounds(self.crs, ref.crs, *bounds, densify_pts=21)
         inv = ~r
-        cols, rows = zip(*(inv * (x, y) for x in (bounds[0], bounds[2]) for y in (bounds[1], bounds[3])))
+        cols, rows = zip(*(inv @ (x, y) for x in (bounds[0], bounds[2]) for y in (bounds[1], bounds[3])))
         footprint = (
             math.ceil(min(rows) - _EPS),
             math.ceil(min(cols) - _EPS),
@@ -270,7 +270,7 @@ class TileReader:
         t = self._reference.transform
         if t is None or not self._reference.georeferenced:
             return None
-        return t * t.translation(self._origin[1], self._origin[0])
+        return t @ t.translation(self._origin[1], self._origin[0])
 
     @property
     def crs(self) -> Any:

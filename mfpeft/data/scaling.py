@@ -140,7 +140,9 @@ class Scaling:
         if self.mode == "minmax_chip":
             lo, hi = _chip_minmax(x, self.per_band)
             return _ratio(x, lo, hi)
-        assert statistics is not None
+        if self.mode == "zscore" and self.mean is not None and self.std is not None:
+            return (x - np.float32(self.mean)) / np.float32(self.std)
+        assert statistics is not None  # needs_tile_statistics was checked above
         if self.mode == "minmax_tile":
             lo, hi = _band_values(statistics.minimum, statistics.maximum, self.per_band, np.min, np.max)
             return _ratio(x, lo, hi)
@@ -149,9 +151,7 @@ class Scaling:
                 raise ValueError("Scaling mode 'percentile' needs percentile statistics of the tile")
             lo, hi = _band_values(statistics.low, statistics.high, self.per_band, np.min, np.max)
             return self._stretch(x, lo, hi)
-        # zscore
-        if self.mean is not None and self.std is not None:
-            return (x - np.float32(self.mean)) / np.float32(self.std)
+        # zscore with tile statistics
         if self.per_band:
             mean, std = statistics.mean, statistics.std
         else:

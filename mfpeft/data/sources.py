@@ -308,7 +308,7 @@ def vaihingen(
     splits = {k: [tile(a) for a in v] for k, v in names.items()}
     splits["train"], held = _hold_out(splits.get("train", []), _as_names(validation, "area"), "vaihingen")
     splits["validation"] = splits.get("validation", []) + held
-    return _check_nonempty(splits, "vaihingen", [k for k, v in names.items() if v])
+    return _check_nonempty(splits, "vaihingen", list(names))
 
 
 def _as_names(validation: int | Sequence[str] | None, prefix: str) -> int | list[str] | None:
@@ -361,7 +361,7 @@ def potsdam(
     splits = {k: [tile(t) for t in v] for k, v in names.items()}
     splits["train"], held = _hold_out(splits.get("train", []), _as_names(validation, ""), "potsdam")
     splits["validation"] = splits.get("validation", []) + held
-    return _check_nonempty(splits, "potsdam", [k for k, v in names.items() if v])
+    return _check_nonempty(splits, "potsdam", list(names))
 
 
 # -- MMHunan --
