@@ -125,7 +125,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     dataset = prepare_dataset(
         args.source, args.data_dir, args.output, chip_size=args.chip_size, stride=args.stride,
         scaling=scaling or None, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
-        **_source_options(args),
+        source_options=_source_options(args),
     )  # fmt: skip
     sizes = ", ".join(f"{split}: {len(ds)} chips" for split, ds in dataset.items())
     print(f"wrote {args.output} ({sizes})")

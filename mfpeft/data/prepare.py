@@ -71,12 +71,13 @@ def prepare_dataset(
     scaling: Mapping[str, Scaling] | None = None,
     overwrite: bool = False,
     push_to_hub: str | None = None,
-    **source_options: Any,
+    source_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Write the chips of every non-empty split of ``source`` to ``output`` (``save_to_disk`` layout).
 
-    The data set is written to a temporary folder beside ``output`` and renamed when complete, so a failure
-    leaves no half-written output. Returns the ``datasets.DatasetDict``.
+    ``modalities`` selects which modalities to write (default all); ``source_options`` go to
+    :func:`~mfpeft.data.sources.get_source`. The data set is written to a temporary folder beside ``output``
+    and renamed when complete, so a failure leaves no half-written output. Returns the ``datasets.DatasetDict``.
 
     Raises:
         FileExistsError: ``output`` exists and ``overwrite`` is False.
@@ -91,7 +92,7 @@ def prepare_dataset(
         raise ValueError(f"chip_size must be a positive integer, got {chip_size!r}")
     if isinstance(stride, bool) or not 0 < stride <= chip_size:
         raise ValueError(f"stride must be between 1 and chip_size={chip_size}, got {stride!r}")
-    splits = get_source(source, data_dir, **source_options)
+    splits = get_source(source, data_dir, **dict(source_options or {}))
     nonempty = {s: splits[s] for s in SPLITS if splits.get(s)}
     if not nonempty:
         raise ValueError(f"source {source!r} yielded no tiles in any split")

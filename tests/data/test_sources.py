@@ -90,7 +90,8 @@ def test_potsdam_official_names_zero_padded_ndsm_and_rgb_bands(tmp_path: Path) -
         labels, eroded = _labels(i)
         rgbir = np.stack([np.full((SIZE, SIZE), v, np.uint8) for v in (10, 20, 30, 40)])
         write_raster(tmp_path / "4_Ortho_RGBIR" / f"top_potsdam_{tid}_RGBIR.tif", rgbir)
-        write_raster(tmp_path / "1_DSM_normalisation" / f"dsm_potsdam_{int(x):02d}_{int(y):02d}_normalized_lastools.jpg",
+        ndsm = f"dsm_potsdam_{int(x):02d}_{int(y):02d}_normalized_lastools.jpg"
+        write_raster(tmp_path / "1_DSM_normalisation" / ndsm,
                      np.tile(np.arange(SIZE, dtype=np.uint8) * 10, (SIZE, 1)), driver="JPEG",
                      georeferenced=False)  # fmt: skip
         write_raster(tmp_path / "5_Labels_all" / f"top_potsdam_{tid}_label.tif", palette_rgb(labels))
@@ -140,7 +141,7 @@ def test_mmhunan_raw_layout_band_choice_and_igbp_map(tmp_path: Path) -> None:
     assert raw.shape == (3, SIZE, SIZE)
     assert 300 <= raw[0].min() < 350 and 100 <= raw[2].min() < 150  # bands 4, 3, 2 = R, G, B
     opt = out["pixel_values"]["optical"]
-    assert 0.0 <= opt.min() and opt.max() <= 1.0  # percentile stretch, clipped
+    assert opt.min() >= 0.0 and opt.max() <= 1.0  # percentile stretch, clipped
     expected = np.array(MMHUNAN_LC_TO_CLASS)[np.arange(SIZE * SIZE).reshape(SIZE, SIZE) % 13]
     expected[expected >= 7] = 255
     np.testing.assert_array_equal(out["labels"], expected)
