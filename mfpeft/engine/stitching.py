@@ -200,8 +200,7 @@ class RowBandStitcher:
         top = window.row - self._origin
         rows = slice(top, top + window.height)
         cols = slice(window.col, window.col + window.width)
-        self._logit_sum[:, rows, cols] += chip * weights
-        self._weight_sum[rows, cols] += weights
+        _accumulate(self._logit_sum[:, rows, cols], self._weight_sum[rows, cols], chip, weights)
         self._next += 1
 
         if self.done:
@@ -223,7 +222,12 @@ class RowBandStitcher:
 
     def _emit(self, finished_until: int) -> RowBand:
         height = finished_until - self._origin
-        class_ids, confidence = _decide(self._logit_sum[:, :height], self._weight_sum[:height])
+        logit_sum = self._logit_sum[:, :height]
+        if not bool(torch.isfinite(logit_sum).all()):
+            raise ValueError(
+                f"the model returned non-finite logits for scene rows {self._origin}..{finished_until - 1}"
+            )
+        class_ids, confidence = _decide(logit_sum, self._weight_sum[:height])
         band = RowBand(self._origin, class_ids, confidence)
         # Slide the buffer up by `height` rows in place (no reallocation: its size must stay constant).
         kept = self._logit_sum.shape[1] - height
@@ -236,16 +240,40 @@ class RowBandStitcher:
         return band
 
 
+def _accumulate(
+    logit_sum: torch.Tensor, weight_sum: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor
+) -> None:
+    """``logit_sum += logits * weights`` and ``weight_sum += weights`` in place; ``(L, h, w)`` / ``(h, w)``.
+
+    One function for both stitchers: the streamed result must equal the in-memory one bit for bit, so the
+    floating-point operations per pixel must be the same (addcmul_ may fuse the multiply-add).
+    """
+    logit_sum.addcmul_(logits, weights)
+    weight_sum.add_(weights)
+
+
+def _first_argmax(values: torch.Tensor) -> torch.Tensor:
+    """``values.argmax(0)`` as uint8 for ``(L, h, W)`` values: first maximum on ties, like torch.argmax.
+
+    A loop over the few classes: torch's CPU argmax over the leading, strided axis is ~10x slower.
+    """
+    best = values[0].clone()
+    class_ids = torch.zeros(values.shape[1:], dtype=torch.uint8, device=values.device)
+    for k in range(1, values.shape[0]):
+        better = values[k] > best  # strict: an equal later class does not win
+        class_ids.masked_fill_(better, k)
+        torch.maximum(best, values[k], out=best)
+    return class_ids
+
+
 def _decide(
     logit_sum: torch.Tensor, weight_sum: torch.Tensor
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
     """Class ids and confidence from ``(L, h, W)`` weighted logit sums and ``(h, W)`` weight sums."""
     if bool((weight_sum <= 0).any()):
         raise RuntimeError("internal error: a finished row has a pixel that no window covered")
-    class_ids = logit_sum.argmax(dim=0).to(torch.uint8)
-    average = logit_sum / weight_sum
-    # max_k softmax_k(a) = 1 / sum_k exp(a_k - max_j a_j): no need to normalise every class.
-    confidence = 1.0 / torch.exp(average - average.amax(dim=0, keepdim=True)).sum(dim=0)
+    class_ids = _first_argmax(logit_sum)
+    confidence = torch.softmax(logit_sum / weight_sum, dim=0).amax(dim=0)
     return class_ids.cpu().numpy(), confidence.to(torch.float32).cpu().numpy()
 
 
@@ -282,11 +310,12 @@ def stitch_in_memory(
         part = _chip_logits(logits, window, num_labels, chip_size, torch.device("cpu"))
         w = chip_weights[: window.height, : window.width]
         rows, cols = window.slices
-        logit_sum[:, rows, cols] += part * w
-        weight_sum[rows, cols] += w
+        _accumulate(logit_sum[:, rows, cols], weight_sum[rows, cols], part, w)
     uncovered = int((weight_sum == 0).sum())
     if uncovered:
         raise ValueError(f"{uncovered} scene pixels are covered by no chip")
     class_ids = logit_sum.argmax(dim=0).to(torch.uint8)
-    confidence = torch.softmax(logit_sum / weight_sum, dim=0).amax(dim=0)
-    return class_ids.numpy(), confidence.numpy()
+    average = logit_sum / weight_sum
+    # max_k softmax_k(a) = 1 / sum_k exp(a_k - max_j a_j), written apart from the streamed softmax on purpose.
+    confidence = 1.0 / torch.exp(average - average.amax(dim=0, keepdim=True)).sum(dim=0)
+    return class_ids.numpy(), confidence.to(torch.float32).numpy()

@@ -217,5 +217,9 @@ def test_bad_input_is_rejected() -> None:
     with pytest.raises(ValueError, match="have been pushed"):
         stitcher.push(windows[0], torch.zeros(2, 4, 4))
 
+    nan_stitcher = RowBandStitcher(4, 4, 2, 4, 2)
+    with pytest.raises(ValueError, match=r"non-finite logits for scene rows 0\.\.3"):
+        nan_stitcher.push(nan_stitcher.windows[0], torch.full((2, 4, 4), float("nan")))
+
     with pytest.raises(ValueError, match="covered by no chip"):
         stitch_in_memory([(ChipWindow(0, 0, 4, 4), torch.zeros(2, 4, 4))], 8, 4, 2, 4)
