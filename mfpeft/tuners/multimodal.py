@@ -23,9 +23,6 @@ from transformers.models.sam.modeling_sam import SamVisionEncoder
 # decoder's own `proj`/`mlp` modules in MFNet are never matched.
 ENCODER_LAYER_PATTERN = r"(?:.*\.)?vision_encoder\.layers\.\d+\."
 
-# Model types whose trainable head must be saved with the adapter (`modules_to_save`).
-HEAD_MODULES: dict[str, list[str]] = {"mfnet": ["fusion", "decoder"]}
-
 
 def split_modalities(x: torch.Tensor, num_modalities: int, module_name: str) -> torch.Tensor:
     """View a modality-major batch (M·N, ...) as (M, N·..., features).
@@ -124,15 +121,26 @@ class MultimodalTuner(BaseTuner):
                     f"default targets (known: {sorted(self.target_module_mapping)}); pass target_modules."
                 )
             peft_config.target_modules = self.target_module_mapping[model_type]  # type: ignore[attr-defined]
-        if getattr(peft_config, "modules_to_save", None) is None and model_type in HEAD_MODULES:
-            peft_config.modules_to_save = list(HEAD_MODULES[model_type])  # type: ignore[attr-defined]
         return peft_config
 
-    def _pre_injection_hook(self, model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
+    def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
+        config = self.peft_config[adapter_name]
+        self._check_encoder_size(model, config, adapter_name)
+        head = getattr(model, "head_module_names", None)
+        if getattr(config, "modules_to_save", None) is None and head is not None:
+            config.modules_to_save = list(head)  # type: ignore[attr-defined]
+        super().inject_adapter(model, adapter_name, *args, **kwargs)
+        model_config = getattr(model, "config", None)
+        if head is not None and model_config is not None:
+            # Saved beside the adapter (config.json) so that the folder alone rebuilds the whole model.
+            config.base_model_config = model_config.to_dict()  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _check_encoder_size(model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
         encoder = find_vision_encoder(model)
-        expected = getattr(config, "encoder_hidden_size", None), getattr(config, "encoder_num_layers", None)
         if encoder is None:
             return
+        expected = getattr(config, "encoder_hidden_size", None), getattr(config, "encoder_num_layers", None)
         actual = encoder.config.hidden_size, encoder.config.num_hidden_layers
         if expected[0] is not None and tuple(expected) != actual:
             raise ValueError(
@@ -141,12 +149,6 @@ class MultimodalTuner(BaseTuner):
                 "layers: load it onto the SAM size it was trained with."
             )
         config.encoder_hidden_size, config.encoder_num_layers = actual  # type: ignore[attr-defined]
-
-    def _post_injection_hook(self, model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
-        model_config = getattr(model, "config", None)
-        if getattr(model_config, "model_type", None) in HEAD_MODULES:
-            # Saved beside the adapter (config.json) so that the folder alone rebuilds the whole model.
-            config.base_model_config = model_config.to_dict()  # type: ignore[union-attr, attr-defined]
 
     def _check_merge_allowed(self) -> None:
         raise ValueError(_MERGE_ERROR)

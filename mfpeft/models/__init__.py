@@ -1,0 +1,27 @@
+"""MFNet model: configuration, modeling, SAM loading, adapter folders."""
+
+from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
+
+from .configuration_mfnet import MFNetConfig
+from .decoder import UNetFormerDecoder
+from .fusion import DeepFusionModule, LayerNorm2d, SimpleFeaturePyramid, SqueezeExcitation
+from .modeling_mfnet import MFNetForSegmentation, MFNetPreTrainedModel
+from .sam import SamLoadError, load_sam_vision_encoder, sam_vision_config
+
+AutoConfig.register("mfnet", MFNetConfig, exist_ok=True)
+AutoModel.register(MFNetConfig, MFNetForSegmentation, exist_ok=True)
+AutoModelForSemanticSegmentation.register(MFNetConfig, MFNetForSegmentation, exist_ok=True)
+
+__all__ = [
+    "DeepFusionModule",
+    "LayerNorm2d",
+    "MFNetConfig",
+    "MFNetForSegmentation",
+    "MFNetPreTrainedModel",
+    "SamLoadError",
+    "SimpleFeaturePyramid",
+    "SqueezeExcitation",
+    "UNetFormerDecoder",
+    "load_sam_vision_encoder",
+    "sam_vision_config",
+]

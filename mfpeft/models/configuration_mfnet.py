@@ -1,0 +1,158 @@
+"""`MFNetConfig`: everything needed to rebuild an MFNet around a (frozen) SAM encoder."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from transformers import PreTrainedConfig, SamVisionConfig
+
+from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
+from .fusion import QUARTER_NORMS
+from .sam import REL_POS_MODES, sam_vision_config
+
+DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
+
+
+class MFNetConfig(PreTrainedConfig):
+    """Configuration of `MFNetForSegmentation`.
+
+    Args:
+        vision_config: the SAM encoder (`SamVisionConfig` or its dict); default ViT-B at 256 x 256.
+        modalities: (name, channels) per modality, in the order they are stacked; channels are 1 or 3, and a
+            1-channel modality (e.g. a DSM) is repeated to 3 channels for SAM's patch embedding.
+        id2label: class names; `num_labels` follows from it. Default: the 6 ISPRS classes.
+        palette: RGB colour of each class (used for previews, colour tables, label decoding).
+        input_mean, input_std: per-modality normalisation the model applies, ``(x - mean) / std`` per channel,
+            after the data pipeline's scaling; identity by default (MFNet does not apply SAM's mean/std).
+        input_scaling: per-modality data scaling (`mfpeft.data.scaling.Scaling.to_dict()`), recorded so that
+            prediction reads new rasters exactly as training did.
+        sam_name_or_path: where the frozen SAM weights come from (Hub id, folder or Meta ``.pth``).
+        rel_pos: "pretrained" (SAM's relative-position tables, resized) or "zero" (all zero and frozen, the
+            setting behind the published numbers).
+        use_dfm: Deep Fusion Module on; False is the Table V ablation (neck maps summed, decoded without skips).
+        quarter_norms: the 1/4-level norm of each modality's pyramid ("layernorm" / "batchnorm"); default
+            LayerNorm for the first modality, BatchNorm for the others (the reference code's choice).
+        decode_channels, decoder_window_size, decoder_dropout: UNetFormer decoder settings.
+        semantic_loss_ignore_index: label value ignored by the loss (255).
+        score_classes: class indices averaged in mF1 / mIoU (ISPRS: 0-4, clutter excluded); None = all.
+        evaluation_results: metrics measured on this model (written to the model card).
+    """
+
+    model_type = "mfnet"
+    sub_configs = {"vision_config": SamVisionConfig}
+
+    def __init__(
+        self,
+        vision_config: SamVisionConfig | Mapping[str, Any] | None = None,
+        modalities: Sequence[Sequence[Any]] = DEFAULT_MODALITIES,
+        palette: Sequence[Sequence[int]] | None = None,
+        input_mean: Mapping[str, Sequence[float]] | None = None,
+        input_std: Mapping[str, Sequence[float]] | None = None,
+        input_scaling: Mapping[str, Mapping[str, Any]] | None = None,
+        sam_name_or_path: str = "facebook/sam-vit-base",
+        rel_pos: str = "pretrained",
+        use_dfm: bool = True,
+        quarter_norms: Sequence[str] | None = None,
+        decode_channels: int = 64,
+        decoder_window_size: int = 8,
+        decoder_dropout: float = 0.1,
+        semantic_loss_ignore_index: int = 255,
+        score_classes: Sequence[int] | None = None,
+        evaluation_results: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if "id2label" not in kwargs and "num_labels" not in kwargs:
+            kwargs["id2label"] = dict(enumerate(ISPRS_CLASSES))
+            if palette is None:
+                palette = ISPRS_PALETTE
+            if score_classes is None:
+                score_classes = list(range(5))
+        if vision_config is None:
+            vision_config = sam_vision_config("vit-b", image_size=256)
+        elif isinstance(vision_config, Mapping):
+            vision_config = SamVisionConfig(**dict(vision_config))
+        elif not isinstance(vision_config, SamVisionConfig):
+            raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(vision_config).__name__}")
+        self.vision_config = vision_config
+        self.modalities: list[list[Any]] = [[str(name), int(channels)] for name, channels in modalities]
+        self.palette = [list(map(int, colour)) for colour in palette] if palette is not None else None
+        self.input_mean = {k: list(map(float, v)) for k, v in (input_mean or {}).items()}
+        self.input_std = {k: list(map(float, v)) for k, v in (input_std or {}).items()}
+        self.input_scaling = {k: dict(v) for k, v in (input_scaling or {}).items()}
+        self.sam_name_or_path = sam_name_or_path
+        self.rel_pos = rel_pos
+        self.use_dfm = use_dfm
+        self.quarter_norms = (
+            list(quarter_norms)
+            if quarter_norms is not None
+            else ["layernorm"] + ["batchnorm"] * (len(self.modalities) - 1)
+        )
+        self.decode_channels = decode_channels
+        self.decoder_window_size = decoder_window_size
+        self.decoder_dropout = decoder_dropout
+        self.semantic_loss_ignore_index = semantic_loss_ignore_index
+        self.score_classes = list(score_classes) if score_classes is not None else None
+        self.evaluation_results = dict(evaluation_results) if evaluation_results else None
+        super().__init__(**kwargs)
+        self.validate_mfnet()
+
+    @property
+    def modality_names(self) -> list[str]:
+        return [str(name) for name, _ in self.modalities]
+
+    @property
+    def modality_channels(self) -> dict[str, int]:
+        return {str(name): int(channels) for name, channels in self.modalities}
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vision_config.image_size)  # type: ignore[arg-type]
+
+    def validate_mfnet(self) -> None:
+        """Raise ValueError naming the first inconsistent field."""
+        names = self.modality_names
+        if not names:
+            raise ValueError("modalities=[] must name at least one modality")
+        if len(set(names)) != len(names):
+            raise ValueError(f"modalities={self.modalities!r} repeats a name")
+        for name, channels in self.modalities:
+            if channels not in (1, 3):
+                raise ValueError(f"modalities: {name!r} has {channels} channels; SAM takes 1 (repeated) or 3")
+        for field in ("input_mean", "input_std", "input_scaling"):
+            unknown = sorted(set(getattr(self, field)) - set(names))
+            if unknown:
+                raise ValueError(f"{field} names unknown modalities {unknown}; modalities are {names}")
+        for field in ("input_mean", "input_std"):
+            for name, values in getattr(self, field).items():
+                if len(values) != self.modality_channels[name]:
+                    raise ValueError(f"{field}[{name!r}]={values} needs one value per channel")
+        if any(v == 0 for values in self.input_std.values() for v in values):
+            raise ValueError(f"input_std={self.input_std} contains a zero")
+        if self.rel_pos not in REL_POS_MODES:
+            raise ValueError(f"rel_pos={self.rel_pos!r} must be one of {REL_POS_MODES}")
+        if len(self.quarter_norms) != len(names) or any(q not in QUARTER_NORMS for q in self.quarter_norms):
+            raise ValueError(f"quarter_norms={self.quarter_norms!r} needs one of {QUARTER_NORMS} per modality")
+        if self.palette is not None and (
+            len(self.palette) != self.num_labels or any(len(c) != 3 or min(c) < 0 or max(c) > 255 for c in self.palette)
+        ):
+            raise ValueError(f"palette needs {self.num_labels} RGB colours in 0-255, got {self.palette!r}")
+        num_labels = int(self.num_labels or 0)
+        if self.score_classes is not None and any(not 0 <= c < num_labels for c in self.score_classes):
+            raise ValueError(f"score_classes={self.score_classes!r} must index the {self.num_labels} labels")
+        for field in ("decode_channels", "decoder_window_size"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field}={value!r} must be a positive integer")
+        if self.decoder_window_size % 2:
+            raise ValueError(f"decoder_window_size={self.decoder_window_size} must be even")
+        if not 0 <= self.decoder_dropout < 1:
+            raise ValueError(f"decoder_dropout={self.decoder_dropout!r} must be in [0, 1)")
+        if self.image_size % 32:
+            raise ValueError(f"vision_config.image_size={self.image_size} must be a multiple of 32 (1/32 level)")
+
+    def to_dict(self) -> dict[str, Any]:
+        output = super().to_dict()
+        if isinstance(output.get("vision_config"), PreTrainedConfig):
+            output["vision_config"] = output["vision_config"].to_dict()
+        return output

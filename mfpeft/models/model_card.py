@@ -1,0 +1,100 @@
+"""The model card (README.md) written beside an MFNet adapter."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .sam import size_name
+
+
+def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
+    """Markdown with YAML front matter: base model, tuner, rank, classes and palette, modalities, metrics, usage."""
+    from transformers import SamVisionConfig
+
+    vision = SamVisionConfig(**model_config["vision_config"])
+    peft_type = str(getattr(adapter_config.peft_type, "value", adapter_config.peft_type))
+    tuner = {"MMLORA": "MMLoRA", "MMADAPTER": "MMAdapter"}.get(peft_type, peft_type)
+    cross = getattr(adapter_config, "cross_modal", True)
+    if peft_type == "MMLORA":
+        detail = f"rank r = {adapter_config.r}, alpha = {adapter_config.alpha}"
+    else:
+        detail = f"bottleneck = {adapter_config.bottleneck_ratio} x D, activation {adapter_config.activation}"
+    id2label = {int(k): v for k, v in model_config.get("id2label", {}).items()}
+    palette = model_config.get("palette") or [None] * len(id2label)
+    modalities = model_config.get("modalities", [])
+    base = model_config.get("sam_name_or_path", "")
+    results = model_config.get("evaluation_results") or {}
+    front = [
+        "---",
+        "library_name: peft",
+        "license: apache-2.0",
+        "pipeline_tag: image-segmentation",
+        "tags: [mfpeft, mfnet, remote-sensing, semantic-segmentation, sam, " + peft_type.lower() + "]",
+    ]
+    if base and not os.path.exists(base) and not base.startswith("random:"):
+        front.append(f"base_model: {base}")
+    front.append("---")
+    lines = [
+        *front,
+        "",
+        "# MFNet multimodal segmentation adapter",
+        "",
+        f"MFNet (Ma et al., IEEE TGRS 2025) fine-tuned with **{tuner}** ({detail}, "
+        f"{'cross-modal' if cross else 'per-modality, no cross-modal term'}) on SAM's frozen "
+        f"{size_name(vision)} image encoder at {vision.image_size} x {vision.image_size} chips. "
+        "This repository holds only the trained weights (tuner, Deep Fusion Module, UNetFormer decoder); "
+        f"SAM itself is loaded from `{base}`.",
+        "",
+        "## Modalities",
+        "",
+        "| order | name | channels | scaling |",
+        "|---|---|---|---|",
+    ]
+    scaling = model_config.get("input_scaling") or {}
+    for index, (name, channels) in enumerate(modalities):
+        lines.append(f"| {index} | {name} | {channels} | {scaling.get(name, {}).get('mode', 'as given')} |")
+    lines += ["", "## Classes", "", "| id | name | colour (RGB) |", "|---|---|---|"]
+    for index, name in sorted(id2label.items()):
+        colour = palette[index] if index < len(palette) else None
+        lines.append(f"| {index} | {name} | {tuple(colour) if colour else '-'} |")
+    lines += ["", "## Evaluation", ""]
+    if results:
+        lines += ["| metric | value |", "|---|---|"]
+        for key, value in results.items():
+            if isinstance(value, (int, float)):
+                lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    else:
+        lines.append("No metrics were recorded for this adapter.")
+    inputs = ", ".join(f'"{n}": torch.rand(1, {c}, {vision.image_size}, {vision.image_size})' for n, c in modalities)
+    lines += [
+        "",
+        "## Usage",
+        "",
+        "```python",
+        "import torch",
+        "from mfpeft import MFNetForSegmentation",
+        "",
+        'model = MFNetForSegmentation.from_pretrained("<this repo or folder>")  # add base_model="path/to/sam"',
+        f"logits = model(pixel_values={{{inputs}}}).logits  # (1, {len(id2label)}, H, W)",
+        "```",
+        "",
+        "Whole GeoTIFF scenes: `mfpeft predict --model <this repo> "
+        + " ".join(f"--{n} {n}.tif" for n, _ in modalities)
+        + " --output labels.tif`.",
+        "",
+        "## Citation",
+        "",
+        "Ma, Zhang, Pun, Huang, *A Unified Framework with Multimodal Fine-tuning for Remote Sensing Semantic "
+        "Segmentation*, IEEE TGRS 2025.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_model_card(save_directory: str, model_config: dict[str, Any], adapter_config: Any) -> None:
+    """Write README.md atomically, replacing peft's generic card."""
+    path = os.path.join(save_directory, "README.md")
+    with open(path + ".tmp", "w", encoding="utf-8") as handle:
+        handle.write(render_model_card(model_config, adapter_config))
+    os.replace(path + ".tmp", path)
