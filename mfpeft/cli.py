@@ -25,28 +25,15 @@ def _validation(text: str) -> int | list[str]:
     return int(text) if text.isdigit() else [v for v in text.split(",") if v]
 
 
-# -- prepare --
-def add_prepare_parser(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "prepare",
-        help="turn a data source into a Hugging Face DatasetDict of chips (train / validation / test)",
-        description="Chip every split of SOURCE on a sliding grid and save a datasets.DatasetDict "
-        "(save_to_disk layout) with the scaled model inputs, labels and eroded labels.",
-    )
-    p.add_argument("source", help="vaihingen, potsdam, mmhunan, folder, hf or demo")
-    p.add_argument("--data-dir", help="the data set's folder (omit for the demo set: the cached copy)")
-    p.add_argument("--output", required=True, help="output folder (must not exist unless --overwrite)")
-    p.add_argument("--chip-size", type=int, default=256)
-    p.add_argument("--stride", type=int, default=256)
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-    p.add_argument("--push-to-hub", metavar="REPO", help="also push the data set to this Hub repository")
+def add_source_arguments(p: Any) -> None:
+    """The data-source options shared by ``prepare``, ``train`` and ``evaluate`` (see :func:`source_options`)."""
     p.add_argument("--split", help="split preset for vaihingen / potsdam: paper (default) or official")
     p.add_argument(
         "--validation",
         type=_validation,
         help="hold out validation tiles from train: a count (the last N) or comma-separated names",
     )
-    p.add_argument("--seed", type=int, default=0, help="demo data seed")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated demo data set")
     g = p.add_argument_group("folder source")
     g.add_argument("--optical", metavar="PATTERN", help='optical files, e.g. "*_rgb.tif" (* = tile name)')
     g.add_argument("--dsm", metavar="PATTERN", help='elevation files, e.g. "*_dsm.tif"')
@@ -85,17 +72,36 @@ def add_prepare_parser(subparsers: Any) -> None:
         help="scaling mode for a modality: divide, minmax_tile, minmax_chip, zscore, percentile, none",
     )
     g.add_argument("--hub-id", help="hf source: a Hub dataset id instead of --data-dir")
+
+
+# -- prepare --
+def add_prepare_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "prepare",
+        help="turn a data source into a Hugging Face DatasetDict of chips (train / validation / test)",
+        description="Chip every split of SOURCE on a sliding grid and save a datasets.DatasetDict "
+        "(save_to_disk layout) with the scaled model inputs, labels and eroded labels.",
+    )
+    p.add_argument("source", help="vaihingen, potsdam, mmhunan, folder, hf or demo")
+    p.add_argument("--data-dir", help="the data set's folder (omit for the demo set: the cached copy)")
+    p.add_argument("--output", required=True, help="output folder (must not exist unless --overwrite)")
+    p.add_argument("--chip-size", type=int, default=256)
+    p.add_argument("--stride", type=int, default=256)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--push-to-hub", metavar="REPO", help="also push the data set to this Hub repository")
+    add_source_arguments(p)
     p.set_defaults(func=run_prepare)
 
 
-def _source_options(args: argparse.Namespace) -> dict[str, Any]:
+def source_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The keyword options of `get_source` given by the flags of :func:`add_source_arguments`."""
     options: dict[str, Any] = {}
-    if args.validation is not None:
+    if getattr(args, "validation", None) is not None:
         options["validation"] = args.validation
     if args.source in ("vaihingen", "potsdam") and args.split:
         options["split"] = args.split
     if args.source == "demo":
-        options["seed"] = args.seed
+        options["seed"] = args.data_seed
     if args.source == "hf" and args.hub_id:
         options["path"] = args.hub_id
     if args.source == "folder":
@@ -125,7 +131,7 @@ def run_prepare(args: argparse.Namespace) -> int:
     dataset = prepare_dataset(
         args.source, args.data_dir, args.output, chip_size=args.chip_size, stride=args.stride,
         scaling=scaling or None, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
-        source_options=_source_options(args),
+        source_options=source_options(args),
     )  # fmt: skip
     sizes = ", ".join(f"{split}: {len(ds)} chips" for split, ds in dataset.items())
     print(f"wrote {args.output} ({sizes})")

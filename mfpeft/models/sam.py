@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -227,6 +229,23 @@ def load_sam_vision_encoder(
     return model
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-file progress bars and loading reports (we raise on what matters)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def _read_checkpoint(
     name_or_path: str | Path, *, revision: str | None, cache_dir: str | Path | None
 ) -> tuple[SamVisionConfig, dict[str, torch.Tensor]]:
@@ -291,9 +310,10 @@ def _read_pretrained(
     else:
         raise SamLoadError(f"{name}: config model_type {config.model_type!r} is not a SAM model")
     try:
-        loaded: Any = SamVisionModel.from_pretrained(
-            name, config=vision_config, revision=revision or "main", cache_dir=cache_dir, output_loading_info=True
-        )
+        with _quiet_transformers():
+            loaded: Any = SamVisionModel.from_pretrained(
+                name, config=vision_config, revision=revision or "main", cache_dir=cache_dir, output_loading_info=True
+            )
         model, info = loaded
     except (OSError, ValueError, RuntimeError) as error:
         raise SamLoadError(f"Could not read the SAM weights of {name!r}: {error}") from error
@@ -301,3 +321,26 @@ def _read_pretrained(
     if missing:
         raise SamLoadError(f"{name}: checkpoint lacks {len(missing)} encoder weights, e.g. {missing[:3]}")
     return vision_config, model.state_dict()
+
+
+def random_sam_vision_model(size: str, image_size: int = 256, seed: int = 0) -> SamVisionModel:
+    """A randomly initialised SAM encoder at a usable scale (pipeline checks, benchmarks; not for real use).
+
+    SAM's own `initializer_range` (1e-10) makes every output nearly constant, so weights are drawn like a ViT's:
+    truncated normal (std 0.02) for linear and convolution weights, small position tables, unit layer norms.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    model = SamVisionModel(sam_vision_config(size, image_size=image_size))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("bias") or "layer_norm" in name:
+                continue
+            param.copy_(torch.randn(param.shape, generator=generator).clamp_(-2, 2) * 0.02)
+    model.name_or_path = f"random:{size}"
+    return model.eval()
+
+
+def save_quietly(model: SamVisionModel, folder: str | Path) -> None:
+    """`save_pretrained` without transformers' progress bars."""
+    with _quiet_transformers():
+        model.save_pretrained(folder)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +22,9 @@ class MultimodalConfig(PeftConfig):
         target_modules: module names or a regular expression; None picks the default for the model type.
         modules_to_save: modules trained in full and saved with the adapter; None picks the head for MFNet.
         encoder_hidden_size, encoder_num_layers: recorded at injection; loading onto another SAM size fails clearly.
-        base_model_config: the MFNet config, recorded at injection and written as ``config.json`` on save.
+
+    When the tuned model is an MFNet, its config is linked at injection (not a saved field) and written as
+    ``config.json`` with a model card beside ``adapter_config.json``, so the folder alone rebuilds the model.
     """
 
     num_modalities: int = field(default=2, metadata={"help": "number of modalities stacked along the batch"})
@@ -34,7 +34,6 @@ class MultimodalConfig(PeftConfig):
     modules_to_save: list[str] | None = field(default=None, metadata={"help": "modules trained in full"})
     encoder_hidden_size: int | None = field(default=None, metadata={"help": "recorded at injection"})
     encoder_num_layers: int | None = field(default=None, metadata={"help": "recorded at injection"})
-    base_model_config: dict[str, Any] | None = field(default=None, metadata={"help": "MFNet config"})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -47,13 +46,10 @@ class MultimodalConfig(PeftConfig):
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
         """Write ``adapter_config.json`` and, for MFNet, ``config.json`` and the model card beside it."""
         super().save_pretrained(save_directory, **kwargs)
-        if self.base_model_config is None:
+        model_config = getattr(self, "_model_config", None)
+        if model_config is None:
             return
         from ..models.model_card import write_model_card
 
-        path = os.path.join(save_directory, "config.json")
-        with open(path + ".tmp", "w", encoding="utf-8") as handle:
-            json.dump(self.base_model_config, handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(path + ".tmp", path)
-        write_model_card(save_directory, self.base_model_config, self)
+        model_config.save_pretrained(save_directory)
+        write_model_card(save_directory, model_config.to_dict(), self)

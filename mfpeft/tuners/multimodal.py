@@ -132,8 +132,8 @@ class MultimodalTuner(BaseTuner):
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         model_config = getattr(model, "config", None)
         if head is not None and model_config is not None:
-            # Saved beside the adapter (config.json) so that the folder alone rebuilds the whole model.
-            config.base_model_config = model_config.to_dict()  # type: ignore[attr-defined]
+            # A link, not a field: saved as config.json beside the adapter, always the model's current config.
+            object.__setattr__(config, "_model_config", model_config)
 
     @staticmethod
     def _check_encoder_size(model: nn.Module, config: PeftConfig, adapter_name: str) -> None:

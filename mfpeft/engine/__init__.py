@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction logic shared by the recipes and the command line."""

@@ -1,0 +1,62 @@
+"""Command-line parsing of `TrainingArguments` (dashed flags) plus the data-source options."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+from .arguments import TrainingArguments, apply_preset
+
+
+def _field_type(annotation: Any) -> tuple[Any, bool]:
+    """(base type, is a list) of a dataclass field annotation such as ``int | None`` or ``list[str]``."""
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    if origin is list:
+        return typing.get_args(hint)[0], True
+    return hint, False
+
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """One ``--dashed-name`` flag per `TrainingArguments` field; unset flags stay absent from the namespace."""
+    hints = typing.get_type_hints(TrainingArguments)
+    group = parser.add_argument_group("training")
+    for f in dataclasses.fields(TrainingArguments):
+        if f.name == "source_options":
+            continue
+        kind, is_list = _field_type(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
+        elif is_list:
+            group.add_argument(flag, dest=f.name, type=kind, nargs="*", default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
+
+
+def training_arguments_from(namespace: argparse.Namespace, source_options: dict[str, Any]) -> TrainingArguments:
+    """Build validated arguments: explicit flags win over the preset, the preset over the defaults."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    explicit = {k: v for k, v in vars(namespace).items() if k in names}
+    args = TrainingArguments(**explicit, source_options=source_options)
+    return apply_preset(args, set(explicit))
+
+
+def parse_training_arguments(argv: Sequence[str] | None = None) -> TrainingArguments:
+    """Parse a recipe's command line (training flags and the data-source flags of ``mfpeft prepare``)."""
+    from ..cli import add_source_arguments, source_options
+
+    parser = argparse.ArgumentParser(description="Train MFNet (SAM + multimodal PEFT tuner + DFM + UNetFormer).")
+    add_training_arguments(parser)
+    add_source_arguments(parser)
+    namespace = parser.parse_args(argv)
+    namespace.source = getattr(namespace, "dataset", TrainingArguments.dataset)
+    return training_arguments_from(namespace, source_options(namespace))

@@ -1,0 +1,83 @@
+"""Building the model a training run asks for: SAM (real or random), MFNet around it, and the tuner."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from peft import PeftModel, get_peft_model
+
+from ..models.configuration_mfnet import MFNetConfig
+from ..models.modeling_mfnet import MFNetForSegmentation
+from ..models.sam import SAM_SIZES, load_sam_vision_encoder, random_sam_vision_model, save_quietly
+from ..tuners import MMAdapterConfig, MMLoraConfig
+from ..tuners.config import MultimodalConfig
+from .arguments import TrainingArguments
+
+RANDOM_PREFIX = "random:"
+
+
+def base_model_source(base_model: str, output_dir: Path) -> str:
+    """Where SAM is loaded from: `base_model` itself, or for ``random:SIZE`` the copy saved in the output."""
+    if base_model.startswith(RANDOM_PREFIX):
+        return str((output_dir / "base-model").resolve())
+    return base_model
+
+
+def write_random_base_model(base_model: str, image_size: int, output_dir: Path, seed: int) -> None:
+    """Save a ``random:SIZE`` encoder to ``output_dir/base-model`` so the trained adapter reloads with it."""
+    if not base_model.startswith(RANDOM_PREFIX):
+        return
+    size = base_model.removeprefix(RANDOM_PREFIX)
+    if size not in SAM_SIZES:
+        raise ValueError(f"base_model={base_model!r}: random sizes are {[RANDOM_PREFIX + s for s in SAM_SIZES]}")
+    model = random_sam_vision_model(size, image_size=image_size, seed=seed)
+    save_quietly(model, base_model_source(base_model, output_dir))
+
+
+def tuner_config(args: TrainingArguments, num_modalities: int) -> MultimodalConfig:
+    """The peft config of ``args.tuner``; "lora"/"adapter" are the non-fused variants (Table IV), "none" an
+    MMLoRA adapter that is never trained (its B = 0 leaves the frozen encoder's output unchanged)."""
+    if args.tuner in ("mmlora", "lora", "none"):
+        return MMLoraConfig(r=args.rank, num_modalities=num_modalities, cross_modal=args.tuner == "mmlora")
+    return MMAdapterConfig(num_modalities=num_modalities, cross_modal=args.tuner == "mmadapter")
+
+
+def build_model(
+    args: TrainingArguments,
+    sam_name_or_path: str,
+    *,
+    modality_channels: Mapping[str, int],
+    classes: Sequence[str],
+    palette: Sequence[Sequence[int]] | None,
+    input_scaling: Mapping[str, Mapping[str, Any]],
+    score_classes: Sequence[int] | None,
+) -> PeftModel:
+    """MFNet around SAM with the requested tuner; only tuner weights and the head are trainable."""
+    sam = load_sam_vision_encoder(
+        sam_name_or_path, image_size=args.chip_size, rel_pos=args.rel_pos,  # type: ignore[arg-type]
+        attn_implementation=args.attn_implementation,
+    )  # fmt: skip
+    config = MFNetConfig(
+        vision_config=sam.config,
+        modalities=[(name, channels) for name, channels in modality_channels.items()],
+        id2label=dict(enumerate(classes)),
+        palette=palette,
+        input_scaling=input_scaling,
+        sam_name_or_path=sam_name_or_path,
+        rel_pos=args.rel_pos,
+        use_dfm=not args.no_dfm,
+        score_classes=score_classes,
+    )
+    model = MFNetForSegmentation(config)
+    model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
+    model.vision_encoder.requires_grad_(False)
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    peft_model = get_peft_model(model, tuner_config(args, len(modality_channels)))
+    if args.tuner == "none":
+        for name, param in peft_model.named_parameters():
+            if "mmlora_" in name:
+                param.requires_grad_(False)
+    return peft_model

@@ -1,0 +1,70 @@
+"""What a training run leaves beside its adapter: metrics.json, plots and a colour preview of some chips."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def write_json(path: Path, data: Mapping[str, Any]) -> None:
+    """Write strict JSON atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """(H, W) class ids -> (H, W, 3) uint8 colours; ignore (255) is black."""
+    table = np.zeros((256, 3), dtype=np.uint8)
+    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
+    return table[labels.astype(np.uint8)]
+
+
+@torch.no_grad()
+def write_chip_previews(
+    model: Any,
+    samples: Sequence[Mapping[str, Any]],
+    palette: Sequence[Sequence[int]],
+    path: Path,
+    *,
+    device: torch.device | str = "cpu",
+) -> Path:
+    """A PNG grid: one row per chip with each modality, the reference labels and the prediction.
+
+    ``samples`` are dataset items (``pixel_values`` {name: (C, H, W)}, ``labels`` (H, W)).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    names = list(samples[0]["pixel_values"])
+    columns = [*names, "labels", "prediction"]
+    figure = Figure(figsize=(2.2 * len(columns), 2.2 * len(samples)))
+    axes = figure.subplots(len(samples), len(columns), squeeze=False)
+    for row, sample in enumerate(samples):
+        pixel_values = {k: v.unsqueeze(0).to(device) for k, v in sample["pixel_values"].items()}
+        prediction = model(pixel_values=pixel_values).logits.argmax(1)[0].cpu().numpy()
+        images: list[np.ndarray] = []
+        for name in names:
+            x = sample["pixel_values"][name].numpy()
+            images.append(np.clip(np.moveaxis(x[:3], 0, -1), 0, 1) if x.shape[0] >= 3 else x[0])
+        images += [colorize(sample["labels"].numpy(), palette), colorize(prediction, palette)]
+        for col, image in enumerate(images):
+            ax = axes[row][col]
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(columns[col])
+    figure.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    figure.savefig(tmp, dpi=80)
+    os.replace(tmp, path)
+    return path
