@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from mfpeft.data.geometry import ChipWindow, random_chip_window, sliding_chip_windows
 from mfpeft.data.raster import TileReader
@@ -210,15 +210,18 @@ def collate_chips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     numbers stacked along a new first dimension."""
     if not batch:
         raise ValueError("cannot collate an empty batch")
+    # default_collate stacks straight into shared memory inside a DataLoader worker, saving a copy per batch.
     out: dict[str, Any] = {
-        "pixel_values": {m: torch.stack([b["pixel_values"][m] for b in batch]) for m in batch[0]["pixel_values"]}
+        "pixel_values": {
+            m: default_collate([b["pixel_values"][m] for b in batch]) for m in batch[0]["pixel_values"]
+        }
     }
     for key in batch[0]:
         if key == "pixel_values":
             continue
         values = [b[key] for b in batch]
         if isinstance(values[0], torch.Tensor):
-            out[key] = torch.stack(values)
+            out[key] = default_collate(values)
         elif isinstance(values[0], (int, float)):
             out[key] = torch.tensor(values)
         else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -29,6 +30,11 @@ from mfpeft.data.scaling import Scaling, TileStatistics, compute_tile_statistics
 from mfpeft.data.tile import LabelEncoding, RasterRef, Tile
 
 __all__ = ["LABEL_SETS", "TileReader", "describe_ref"]
+
+# GDAL's block cache defaults to 5% of RAM per process; with random chips over huge rasters in several
+# DataLoader workers that alone can exceed the memory budget. 64 MB per process keeps reads fast (a 256 x 256
+# chip touches a few 256 x 256 blocks) and can be overridden by setting GDAL_CACHEMAX before import.
+os.environ.setdefault("GDAL_CACHEMAX", "64")
 
 LABEL_SETS = ("full", "eroded", "none")
 _EPS = 1e-6
