@@ -1,0 +1,251 @@
+"""Per-class, per-modality activation heatmaps of the encoder features: the paper's Fig. 11.
+
+Method: segmentation Grad-CAM (Vinogradova et al., 2020) on each modality's SAM neck features.
+For one chip, the encoder gives one map ``A_m`` of shape ``(256, s, s)`` per modality ``m`` (``s = S / 16``).
+The trained head (DFM + decoder) turns them into logits ``y`` of shape ``(num_labels, S, S)``. For a class
+``c`` the score is ``Y_c = sum of y_c over the pixels predicted as c`` (over every pixel when none is), the
+channel weights are the spatially averaged gradients ``alpha_{m,k} = mean_ij dY_c / dA_m[k, i, j]``, and
+the heatmap is ``ReLU(sum_k alpha_{m,k} A_m[k])``, upsampled bilinearly to ``S x S`` and divided by its
+maximum (so every map lies in [0, 1]; an all-zero map means no evidence for the class in that modality).
+
+"Frozen" and "tuned" differ only in the encoder: the frozen features come from SAM with the tuner switched
+off (``peft_model.disable_adapter()``), the tuned ones with it on; both are scored by the same trained head, so
+the figure shows what fine-tuning changed in the features each modality contributes, as the paper does when it
+removes the Adapters/LoRAs from the encoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from mfpeft.data.geometry import ChipWindow
+from mfpeft.data.raster import TileReader
+from mfpeft.data.tile import Tile
+
+__all__ = ["HeatmapResult", "activation_heatmaps", "draw_heatmaps", "grad_cam", "heatmap_figure"]
+
+
+@dataclass
+class HeatmapResult:
+    """Heatmaps of one chip. ``frozen`` and ``tuned`` are ``(M, K, S, S)`` float32 in [0, 1]: modality x class."""
+
+    modalities: list[str]
+    classes: list[int]
+    class_names: list[str]
+    frozen: torch.Tensor
+    tuned: torch.Tensor
+    frozen_prediction: torch.Tensor
+    """``(S, S)`` class ids the head predicts from the frozen features."""
+    tuned_prediction: torch.Tensor
+
+
+def _decode(mfnet: Any, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The head of ``forward``: M maps ``(B, 256, s, s)`` -> logits ``(B, num_labels, S, S)``."""
+    size = (mfnet.config.image_size, mfnet.config.image_size)
+    if mfnet.fusion is not None:
+        return mfnet.decoder(mfnet.fusion(list(features)), size)
+    return mfnet.decoder(torch.stack(list(features)).sum(0), size)
+
+
+def grad_cam(mfnet: Any, features: Sequence[torch.Tensor], classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Segmentation Grad-CAM of ``classes`` w.r.t. each modality's features (see the module docstring).
+
+    Args:
+        mfnet: the `MFNetForSegmentation` (its head, in eval mode, scores the features).
+        features: M maps ``(1, C, s, s)``, one per modality, as :meth:`MFNetForSegmentation.encode` returns.
+        classes: K class ids.
+
+    Returns:
+        ``(heatmaps (M, K, S, S) float32 in [0, 1], prediction (S, S) int64)``.
+    """
+    leaves = [f.detach().float().clone().requires_grad_(True) for f in features]
+    size = mfnet.config.image_size
+    with torch.enable_grad():
+        logits = _decode(mfnet, leaves)[0]  # (L, S, S)
+        prediction = logits.argmax(0)
+        maps = torch.zeros(len(leaves), len(classes), size, size)
+        for j, c in enumerate(classes):
+            mask = prediction == c
+            score = logits[c][mask].sum() if bool(mask.any()) else logits[c].sum()
+            grads = torch.autograd.grad(score, leaves, retain_graph=True)
+            for m, (grad, feature) in enumerate(zip(grads, leaves)):
+                alpha = grad[0].mean(dim=(1, 2))  # (C,)
+                cam = F.relu((alpha[:, None, None] * feature[0]).sum(0)).detach()
+                cam = F.interpolate(cam[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+                peak = cam.max()
+                maps[m, j] = cam / peak if peak > 0 else cam
+    return maps, prediction.detach().cpu()
+
+
+def activation_heatmaps(
+    model: Any, pixel_values: Mapping[str, torch.Tensor], classes: Sequence[int] | None = None
+) -> HeatmapResult:
+    """Frozen-encoder and tuned-encoder heatmaps of one chip.
+
+    Args:
+        model: a `peft.PeftModel` around an `MFNetForSegmentation` (the tuner is what "tuned" means).
+        pixel_values: ``{modality: (1, C_m, S, S)}`` (or ``(C_m, S, S)``), scaled as for the model.
+        classes: class ids to draw (default: all).
+
+    Raises:
+        ValueError: a model without a tuner to switch off, or more than one chip.
+    """
+    from mfpeft.engine.predict import class_names_of, mfnet_of
+
+    mfnet = mfnet_of(model)
+    if not hasattr(model, "disable_adapter"):
+        raise ValueError(
+            "heatmaps compare the frozen SAM encoder with the tuned one, so the model must carry a tuner "
+            "(a peft model, e.g. from MFNetForSegmentation.from_pretrained(adapter_folder))"
+        )
+    names = class_names_of(mfnet.config)
+    chosen = list(range(len(names))) if classes is None else [int(c) for c in classes]
+    bad = [c for c in chosen if not 0 <= c < len(names)]
+    if bad:
+        raise ValueError(f"classes {bad} are not class ids of this model (0..{len(names) - 1})")
+    device = next(mfnet.parameters()).device
+    batch = {k: (v if v.dim() == 4 else v[None]).to(device) for k, v in pixel_values.items()}
+    if any(v.shape[0] != 1 for v in batch.values()):
+        raise ValueError("activation_heatmaps takes one chip (batch size 1)")
+    model.eval()
+    with torch.no_grad():
+        with model.disable_adapter():
+            frozen_features = mfnet.encode(batch)
+        tuned_features = mfnet.encode(batch)
+    frozen, frozen_pred = grad_cam(mfnet, frozen_features, chosen)
+    tuned, tuned_pred = grad_cam(mfnet, tuned_features, chosen)
+    return HeatmapResult(
+        modalities=list(mfnet.config.modality_names),
+        classes=chosen,
+        class_names=[names[c] for c in chosen],
+        frozen=frozen,
+        tuned=tuned,
+        frozen_prediction=frozen_pred,
+        tuned_prediction=tuned_pred,
+    )
+
+
+def _display(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+    """``(C, h, w)`` input -> an ``(h, w, 3)`` or ``(h, w)`` image stretched to [0, 1] for display."""
+    from mfpeft.engine.preview import _stretch
+
+    stretched = _stretch(np.asarray(image, dtype=np.float32))
+    return np.moveaxis(stretched[:3], 0, -1) if stretched.shape[0] >= 3 else stretched[0]
+
+
+def draw_heatmaps(
+    result: HeatmapResult,
+    images: Mapping[str, npt.NDArray[np.floating]],
+    output: str | Path,
+    *,
+    title: str | None = None,
+    dpi: int = 100,
+) -> Path:
+    """Draw Fig. 11 as a PNG: one row per class; columns: each input, then frozen and tuned heatmaps per modality.
+
+    Args:
+        images: ``{modality: (C, S, S)}`` raw or scaled inputs, shown with a 2-98 % stretch.
+    """
+    from matplotlib.figure import Figure
+
+    from mfpeft.engine.preview import save_figure
+
+    inputs = [(name, _display(images[name])) for name in result.modalities if name in images]
+    columns = len(inputs) + 2 * len(result.modalities)
+    rows = len(result.classes)
+    figure = Figure(figsize=(2.2 * columns, 2.3 * rows + 0.6))
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for i, name in enumerate(result.class_names):
+        col = 0
+        for label, image in inputs:
+            axes[i, col].imshow(image, cmap=None if image.ndim == 3 else "gray")
+            axes[i, col].set_title(label if i == 0 else "", fontsize=9)
+            col += 1
+        for view, maps in (("frozen", result.frozen), ("tuned", result.tuned)):
+            for m, modality in enumerate(result.modalities):
+                axes[i, col].imshow(maps[m, i].numpy(), cmap="jet", vmin=0.0, vmax=1.0)
+                axes[i, col].set_title(f"{view} SAM: {modality}" if i == 0 else "", fontsize=9)
+                col += 1
+        axes[i, 0].set_ylabel(name, fontsize=10)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    figure.suptitle(title or "Grad-CAM of the encoder features per class and modality: frozen vs tuned SAM")
+    figure.subplots_adjust(left=0.04, right=0.99, top=0.9, bottom=0.02, wspace=0.05, hspace=0.15)
+    return save_figure(figure, output, dpi=dpi)
+
+
+def heatmap_figure(
+    model: Any,
+    rasters: Mapping[str, str | Path],
+    output: str | Path,
+    *,
+    row: int | None = None,
+    col: int | None = None,
+    classes: Sequence[int | str] | None = None,
+    bands: Mapping[str, Sequence[int]] | None = None,
+    base_model: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> tuple[Path, HeatmapResult]:
+    """Read one chip of a scene and draw its Fig. 11 heatmaps (the ``mfpeft heatmap`` command).
+
+    Args:
+        model: a peft MFNet, an adapter folder or a Hub repo id.
+        rasters: ``{modality: path}`` for every modality of the model.
+        row, col: top-left pixel of the chip on the first raster's grid (default: the scene centre).
+        classes: class ids or names (default: all).
+    """
+    from mfpeft.engine.predict import (
+        check_output_path,
+        check_rasters,
+        class_names_of,
+        load_mfnet,
+        mfnet_of,
+        model_scalings,
+        resolve_device,
+    )
+
+    loaded = load_mfnet(model, base_model=base_model)
+    config = mfnet_of(loaded).config
+    paths = check_rasters(rasters, config)
+    target = check_output_path(output, list(paths.values()), "heatmap")
+    names = class_names_of(config)
+    chosen: list[int] | None = None
+    if classes is not None:
+        chosen = []
+        for c in classes:
+            if isinstance(c, str) and not c.isdigit():
+                if c not in names:
+                    raise ValueError(f"class {c!r} is not one of the model's classes {names}")
+                chosen.append(names.index(c))
+            else:
+                chosen.append(int(c))
+    size = config.image_size
+    tile = Tile(name=target.stem, modalities=dict(paths), bands={m: tuple(v) for m, v in (bands or {}).items()})
+    with TileReader(
+        tile, config.modality_names, chip_size=size, scaling=model_scalings(config), labels="none"
+    ) as reader:
+        r = (reader.height - size) // 2 if row is None else row
+        c = (reader.width - size) // 2 if col is None else col
+        r, c = max(r, 0), max(c, 0)
+        window = ChipWindow(r, c, min(size, reader.height - r), min(size, reader.width - c))
+        if r >= reader.height or c >= reader.width or window.height <= 0 or window.width <= 0:
+            raise ValueError(f"row={row}, col={col} lies outside the {reader.height} x {reader.width} scene")
+        chip = reader.read(window)["pixel_values"]
+        images = {m: np.nan_to_num(reader.read_raw(m, window)) for m in config.modality_names}
+    loaded.to(resolve_device(device))
+    pixel_values = {m: torch.from_numpy(v)[None] for m, v in chip.items()}
+    result = activation_heatmaps(loaded, pixel_values, chosen)
+    padded = {m: np.pad(v, ((0, 0), (0, size - v.shape[1]), (0, size - v.shape[2]))) for m, v in images.items()}
+    path = draw_heatmaps(
+        result, padded, target, title=f"{Path(paths[config.modality_names[0]]).name} chip at row {r}, col {c}"
+    )
+    return path, result
