@@ -165,5 +165,104 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
+# -- predict, heatmap (whole-scene prediction; mfpeft.engine.predict / heatmap) --
+def _scene_arguments(p: Any) -> None:
+    p.add_argument("--model", required=True, help="MFNet adapter folder or Hub repo id")
+    p.add_argument("--base-model", help="local copy of the SAM the adapter was trained on")
+    p.add_argument("--optical", metavar="PATH", help="optical raster (the first modality: defines the grid)")
+    p.add_argument("--dsm", metavar="PATH", help="elevation raster")
+    p.add_argument(
+        "--modality", metavar="NAME=PATH", type=_key_value, action="append", default=[],
+        help="a raster for another modality of the model (repeatable)",
+    )  # fmt: skip
+    p.add_argument(
+        "--bands", metavar="NAME=1,2,3", type=_key_value, action="append", default=[],
+        help="1-based band selection for a modality, e.g. optical=1,2,3 for RGBIR (repeatable)",
+    )  # fmt: skip
+    p.add_argument("--output", required=True, help="file to write")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda when available)")
+
+
+def _scene_rasters(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, list[int]]]:
+    rasters = {name: path for name, path in (("optical", args.optical), ("dsm", args.dsm)) if path}
+    rasters.update(dict(args.modality))
+    bands = {name: [int(b) for b in value.split(",") if b] for name, value in args.bands}
+    return rasters, bands
+
+
+def add_predict_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="label a whole scene (any size) and write a georeferenced class-id GeoTIFF",
+        description="Sliding chips over the scene, logits summed over overlaps, written in row bands as they "
+        "finish (memory independent of the scene height). Give one raster per modality of the model.",
+    )
+    _scene_arguments(p)
+    p.add_argument("--chip-size", type=int, help="must equal the model's image size (the default)")
+    p.add_argument("--stride", type=int, help="sliding-window step (default: half a chip; paper: 32)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--weights", choices=("uniform", "gaussian", "cosine"), default="uniform",
+                   help="weights of overlapping chip logits (uniform = the paper's plain sum)")  # fmt: skip
+    p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
+    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                   help="bf16 autocast (auto: on CUDA devices that support it)")  # fmt: skip
+    p.add_argument("--confidence", metavar="PATH", help="also write the per-pixel confidence (float32 GeoTIFF)")
+    p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
+    p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
+    p.add_argument("--preview-labels-only", action="store_true", help="no optical / DSM panels in the preview")
+    p.set_defaults(func=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mfpeft.engine.predict import predict_scene
+
+    rasters, bands = _scene_rasters(args)
+    bf16: bool | str = "auto" if args.bf16 == "auto" else args.bf16 == "on"
+    result = predict_scene(
+        args.model, rasters, args.output, chip_size=args.chip_size, stride=args.stride,
+        batch_size=args.batch_size, weights=args.weights, tta=args.tta, device=args.device, bf16=bf16,  # type: ignore[arg-type]
+        confidence=args.confidence, cog=args.cog, preview=args.preview,
+        preview_inputs=not args.preview_labels_only, bands=bands or None, base_model=args.base_model,
+    )  # fmt: skip
+    print(
+        f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, {result.seconds:.1f} s, "
+        f"{result.megapixels_per_second:.2f} MP/s)"
+    )
+    for extra in (result.confidence, result.preview):
+        if extra is not None:
+            print(f"wrote {extra}")
+    return 0
+
+
+def add_heatmap_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "heatmap",
+        help="per-class Grad-CAM heatmaps of each modality's encoder features, frozen vs tuned SAM (Fig. 11)",
+        description="For one chip of a scene: per class, the Grad-CAM of the class score w.r.t. each "
+        "modality's SAM neck features, with the tuner switched off (frozen SAM) and on (tuned). Writes a PNG.",
+    )
+    _scene_arguments(p)
+    p.add_argument("--row", type=int, help="chip top row on the optical grid (default: centred)")
+    p.add_argument("--col", type=int, help="chip left column on the optical grid (default: centred)")
+    p.add_argument("--classes", help="comma-separated class ids or names (default: all)")
+    p.set_defaults(func=run_heatmap)
+
+
+def run_heatmap(args: argparse.Namespace) -> int:
+    from mfpeft.engine.heatmap import heatmap_figure
+
+    rasters, bands = _scene_rasters(args)
+    classes = [c for c in args.classes.split(",") if c] if args.classes else None
+    path, _ = heatmap_figure(
+        args.model, rasters, args.output, row=args.row, col=args.col, classes=classes, bands=bands or None,
+        base_model=args.base_model, device=args.device,
+    )  # fmt: skip
+    print(f"wrote {path}")
+    return 0
+
+
+SUBCOMMANDS.extend([add_predict_parser, add_heatmap_parser])
+
+
 if __name__ == "__main__":
     sys.exit(main())
