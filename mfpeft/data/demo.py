@@ -22,7 +22,7 @@ from mfpeft.data.palette import IGNORE_INDEX, ISPRS_PALETTE, labels_to_rgb
 
 __all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "cache_root", "demo_data_dir", "make_demo_scene"]
 
-DEMO_VERSION = "v1"
+DEMO_VERSION = "v2"  # bump whenever the generated content changes: caches are keyed by it
 DEMO_SPLITS = {"train": (0, 1, 2, 3), "validation": (4,), "test": (5,)}
 _PIXEL_SIZE = 0.5  # metres
 _ORIGIN = (500_000.0, 5_400_000.0)  # UTM 32N, metres
@@ -64,7 +64,7 @@ def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) 
     return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
 
 
-def _erode_boundaries(labels: np.ndarray, radius: int = 2) -> np.ndarray:
+def _erode_boundaries(labels: np.ndarray, radius: int = 1) -> np.ndarray:
     """Labels with pixels within ``radius`` of a class change set to ignore (ISPRS noBoundary style)."""
     out = labels.copy()
     boundary = np.zeros(labels.shape, dtype=bool)
@@ -157,10 +157,10 @@ def make_demo_scene(size: int = 512, seed: int = 0) -> DemoScene:
     for _ in range(int(rng.integers(15, 30))):
         if rng.random() < 0.5 and rows:
             a, b = rows[int(rng.integers(len(rows)))]
-            y, x, ch, cw = int(rng.integers(a, max(a + 1, b - 4))), int(rng.integers(0, w - 9)), 4, 8
+            y, x, ch, cw = int(rng.integers(a, max(a + 1, b - 6))), int(rng.integers(0, w - 13)), 6, 12
         elif cols:
             a, b = cols[int(rng.integers(len(cols)))]
-            y, x, ch, cw = int(rng.integers(0, h - 9)), int(rng.integers(a, max(a + 1, b - 4))), 8, 4
+            y, x, ch, cw = int(rng.integers(0, h - 13)), int(rng.integers(a, max(a + 1, b - 6))), 12, 6
         else:
             continue
         area = (slice(y, y + ch), slice(x, x + cw))

@@ -97,10 +97,11 @@ def test_demo_is_deterministic_and_height_separates_look_alikes(
     assert np.abs(roof - road).max() < 8
     assert np.median(dsm[labels == 1]) - np.median(dsm[labels == 0]) > 5
     assert ((scene["eroded_labels"] == 255) & (labels != 255)).any()
+    assert (scene["eroded_labels"] == 4).sum() > 100  # cars survive the erosion
     # Cache location honours MFPEFT_CACHE.
     monkeypatch.setenv("MFPEFT_CACHE", str(tmp_path / "c"))
     root = demo_data_dir(seed=7, size=64)
-    assert root == tmp_path / "c" / "demo-v1-seed7-size64" and (root / "COMPLETE").is_file()
+    assert root == tmp_path / "c" / "demo-v2-seed7-size64" and (root / "COMPLETE").is_file()
     assert sorted(p.name for p in (root / "test").iterdir()) == [
         "tile5_dsm.tif", "tile5_label.tif", "tile5_label_noBoundary.tif", "tile5_rgb.tif",
     ]  # fmt: skip
