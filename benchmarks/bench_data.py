@@ -61,6 +61,14 @@ def _pss_mb(pid: int) -> float:
     return 0.0
 
 
+def _hwm_mb() -> float:
+    """Peak resident set of this process since exec (unlike ru_maxrss, not inherited from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -91,7 +99,7 @@ def measure(optical: Path, dsm: Path, chips: int, workers: int, batch: int) -> d
     from mfpeft.data.tile import Tile
 
     torch.set_num_threads(1)
-    baseline_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    baseline_mb = _hwm_mb()
     sampler = _PssSampler()
     sampler.start()
     tile = Tile("big", {"optical": optical, "dsm": dsm})
@@ -123,7 +131,7 @@ def measure(optical: Path, dsm: Path, chips: int, workers: int, batch: int) -> d
         chips=n,
         seconds=elapsed,
         chips_per_s=n / elapsed,
-        peak_rss_main_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        peak_rss_main_mb=_hwm_mb(),
         peak_rss_largest_worker_mb=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     )
     return results
@@ -139,7 +147,8 @@ def main() -> None:
     parser.add_argument("--measure", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(*args.measure, args.chips, args.workers, args.batch)))
+        optical, dsm = args.measure
+        print(json.dumps(measure(optical, dsm, args.chips, args.workers, args.batch)))
         return
     with tempfile.TemporaryDirectory(prefix="mfpeft-bench-") as tmp:
         folder = args.dir or Path(tmp)

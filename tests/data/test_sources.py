@@ -101,7 +101,8 @@ def test_potsdam_official_names_zero_padded_ndsm_and_rgb_bands(tmp_path: Path) -
     assert [t.name for t in splits["test"]] == list(paper["test"])
     assert len(splits["train"]) == 18
     tile = next(t for t in splits["train"] if t.name == "7_8")
-    assert Path(tile.modalities["dsm"]).name == "dsm_potsdam_07_08_normalized_lastools.jpg"
+    dsm_path = tile.modalities["dsm"]
+    assert isinstance(dsm_path, Path) and dsm_path.name == "dsm_potsdam_07_08_normalized_lastools.jpg"
     with TileReader(tile) as reader:
         out = reader.read(ChipWindow(0, 0, SIZE, SIZE))
     rgb = out["pixel_values"]["optical"]
