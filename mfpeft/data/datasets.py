@@ -59,6 +59,7 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         self._cached: dict[int, dict[str, Any]] = {}
 
     def _open(self, tile: Tile, statistics: Mapping[str, TileStatistics] | None = None) -> TileReader:
+        in_worker = torch.utils.data.get_worker_info() is not None
         return TileReader(
             tile,
             self.modalities,
@@ -66,6 +67,7 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
             scaling=self.scaling,
             labels=self.labels,
             statistics=statistics,
+            decode_threads=1 if in_worker else "ALL_CPUS",
         )
 
     def reader(self, index: int) -> TileReader:
@@ -212,9 +214,7 @@ def collate_chips(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         raise ValueError("cannot collate an empty batch")
     # default_collate stacks straight into shared memory inside a DataLoader worker, saving a copy per batch.
     out: dict[str, Any] = {
-        "pixel_values": {
-            m: default_collate([b["pixel_values"][m] for b in batch]) for m in batch[0]["pixel_values"]
-        }
+        "pixel_values": {m: default_collate([b["pixel_values"][m] for b in batch]) for m in batch[0]["pixel_values"]}
     }
     for key in batch[0]:
         if key == "pixel_values":

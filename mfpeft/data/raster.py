@@ -52,7 +52,7 @@ def describe_ref(ref: RasterRef | None) -> str:
 class _Layer:
     """One raster read on the reference grid: ``read`` takes windows in reference-grid pixels."""
 
-    def __init__(self, ref: RasterRef, name: str) -> None:
+    def __init__(self, ref: RasterRef, name: str, decode_threads: int | str = 1) -> None:
         self.name = name
         self.ref = ref
         self._dataset: Any = None
@@ -66,7 +66,9 @@ class _Layer:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    self._dataset = rasterio.open(path)
+                    # GTiff decodes the several blocks a chip spans in parallel with NUM_THREADS.
+                    threads = {} if path.suffix.lower() not in (".tif", ".tiff") else {"num_threads": decode_threads}
+                    self._dataset = rasterio.open(path, **threads)
             except RasterioError as err:
                 raise ValueError(f"{path}: unreadable or not a raster ({name}): {err}") from err
             ds = self._dataset
@@ -183,6 +185,8 @@ class TileReader:
             ones where a tile has none) or ``"none"``.
         statistics: precomputed tile statistics per modality (skips the streaming pass).
         mask_nodata: set labels to ignore where any input is nodata/NaN.
+        decode_threads: GDAL threads decoding the blocks of one read of a GeoTIFF (``NUM_THREADS``); the
+            datasets use 1 inside DataLoader workers, where the workers already use the cores.
     """
 
     def __init__(
@@ -195,6 +199,7 @@ class TileReader:
         labels: str = "full",
         statistics: Mapping[str, TileStatistics] | None = None,
         mask_nodata: bool = True,
+        decode_threads: int | str = "ALL_CPUS",
     ) -> None:
         from mfpeft.data.scaling import default_scaling
 
@@ -207,6 +212,7 @@ class TileReader:
             raise ValueError(f"tile {tile.name!r} has no modality {missing} (it has {list(tile.modalities)})")
         self.chip_size = chip_size
         self.mask_nodata = mask_nodata
+        self.decode_threads = decode_threads
         self.encoding: LabelEncoding = tile.label_encoding
         scaling = dict(scaling or {})
         self.scaling = {m: scaling.get(m) or tile.scaling.get(m) or default_scaling(m) for m in self.modalities}
@@ -231,14 +237,15 @@ class TileReader:
     def _open(self, labels: str) -> None:
         tile = self.tile
         reference_name = next(iter(tile.modalities))
-        ref = _Layer(tile.modalities[reference_name], f"tile {tile.name!r} modality {reference_name!r}")
+        threads = self.decode_threads
+        ref = _Layer(tile.modalities[reference_name], f"tile {tile.name!r} modality {reference_name!r}", threads)
         self._layers[reference_name] = ref
         self._reference = ref
         footprints = [(ref, (0, 0, ref.height, ref.width))]
         for m in self.modalities:
             if m == reference_name:
                 continue
-            layer = _Layer(tile.modalities[m], f"tile {tile.name!r} modality {m!r}")
+            layer = _Layer(tile.modalities[m], f"tile {tile.name!r} modality {m!r}", threads)
             self._layers[m] = layer
             footprints.append((layer, layer.footprint_on(ref, Resampling.bilinear)))
         label_ref = None
@@ -247,7 +254,7 @@ class TileReader:
         elif labels == "full":
             label_ref = tile.labels
         if label_ref is not None:
-            layer = _Layer(label_ref, f"tile {tile.name!r} labels")
+            layer = _Layer(label_ref, f"tile {tile.name!r} labels", threads)
             self._layers["__labels__"] = layer
             footprints.append((layer, layer.footprint_on(ref, Resampling.nearest)))
         r0, c0, r1, c1 = 0, 0, ref.height, ref.width
