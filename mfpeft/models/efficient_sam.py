@@ -1,0 +1,390 @@
+"""Faster, leaner forward passes of the frozen SAM encoder, switchable and equal to the stock path.
+
+Three optimisations, applied in place to a transformers `SamVisionEncoder` (bare, or inside MFNet / a peft model):
+
+- ``padding_free``: at 256 x 256 input a window layer pads the 16 x 16 token grid to 28 x 28 for window 14, so the
+  stock path runs ``attn.qkv`` and ``attn.proj`` on 784 tokens per image of which 256 exist, and attention on 784
+  queries. Here ``qkv`` runs on the real tokens; the padded tokens get ``qkv`` of a zero token, which is exactly
+  what the stock path computes there (it pads the layer-normed input with zeros, then applies ``qkv``); attention
+  runs per window for the real queries only (the padded keys stay, unmasked, as in SAM); ``proj`` runs on the real
+  tokens. Per-token linears are the only thing a tuner changes, so wrapped tuners see the same inputs. Equal to the
+  stock path up to float rounding (max abs diff ~1e-6 in fp32).
+- ``checkpoint_frozen``: each encoder layer runs under non-reentrant `torch.utils.checkpoint`, so only the layer
+  inputs are kept for backward and the layer is recomputed there. Gradients are identical.
+- ``frozen_dtype`` / ``autocast_dtype``: the encoder runs under `torch.autocast` (CPU or CUDA), optionally with the
+  frozen matmul weights (Linear and Conv2d) stored in bf16. Tuner weights, layer norms, position tables stay
+  fp32, and so does the residual stream (the fp32 position embedding promotes it), which keeps the error small.
+
+The optimisations swap the class of each `SamVisionLayer` (and of the encoder, for autocast) to a subclass, so
+module names, state-dict keys, peft saving/loading and transformers' output hooks are unchanged.
+`restore_sam_encoder` undoes everything except the bf16 rounding of stored weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+import torch
+import torch.nn.functional as F
+from peft.tuners.tuners_utils import BaseTunerLayer
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers.models.sam.modeling_sam import (
+    SamVisionAttention,
+    SamVisionEncoder,
+    SamVisionLayer,
+    SamVisionSdpaAttention,
+)
+
+AttentionKind = Literal["auto", "eager", "sdpa"]
+ATTENTION_KINDS: tuple[str, ...] = ("auto", "eager", "sdpa")
+
+_DTYPES: dict[str, torch.dtype] = {
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+    "fp32": torch.float32,
+    "float32": torch.float32,
+}
+
+
+def parse_dtype(value: str | torch.dtype | None, field: str = "dtype") -> torch.dtype | None:
+    """``None``, a `torch.dtype` or a name ("bf16", "bfloat16", "fp16", "float16", "fp32", "float32")."""
+    if value is None or isinstance(value, torch.dtype):
+        return value
+    if isinstance(value, str) and value.lower() in _DTYPES:
+        return _DTYPES[value.lower()]
+    raise ValueError(f"{field}={value!r} is not a dtype; use one of {sorted(_DTYPES)} or a torch.dtype")
+
+
+@dataclass(frozen=True)
+class SamEncoderOptimizations:
+    """Which optimisations an encoder runs with (see the module docstring).
+
+    Attributes:
+        padding_free: skip the window padding's wasted work (exact up to rounding).
+        checkpoint_frozen: activation checkpointing of every encoder layer while gradients are recorded.
+        frozen_dtype: dtype the frozen Linear/Conv2d weights are stored in (None: leave them as they are).
+        autocast_dtype: run the encoder under `torch.autocast` with this dtype (None: no autocast, unless
+            ``frozen_dtype`` is a low-precision dtype, which needs autocast and implies it).
+        attention: attention math of the padding-free window layers: "eager" (explicit softmax), "sdpa"
+            (`scaled_dot_product_attention`) or "auto" (whatever the layer's attention module uses).
+    """
+
+    padding_free: bool = True
+    checkpoint_frozen: bool = False
+    frozen_dtype: torch.dtype | None = None
+    autocast_dtype: torch.dtype | None = None
+    attention: AttentionKind = "auto"
+
+    def __post_init__(self) -> None:
+        for field in ("padding_free", "checkpoint_frozen"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"{field}={getattr(self, field)!r} must be a bool")
+        frozen = parse_dtype(self.frozen_dtype, "frozen_dtype")
+        autocast = parse_dtype(self.autocast_dtype, "autocast_dtype")
+        if autocast is torch.float32:
+            autocast = None
+        if autocast is None and frozen is not None and frozen is not torch.float32:
+            autocast = frozen
+        if frozen is not None and frozen is not torch.float32 and autocast is not frozen:
+            raise ValueError(
+                f"frozen_dtype={frozen} needs autocast_dtype={frozen} (or None), got autocast_dtype={autocast}"
+            )
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention={self.attention!r} must be one of {ATTENTION_KINDS}")
+        object.__setattr__(self, "frozen_dtype", frozen)
+        object.__setattr__(self, "autocast_dtype", autocast)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Padding-free window attention
+
+
+def _groups(size: int, window: int) -> list[tuple[int, int, int]]:
+    """Split one axis of a padded grid into window groups: (start, end, real rows per window).
+
+    Full windows (all rows real) form one group; the last, partly padded window another. Real tokens of a
+    window always come first, so its real queries are its leading rows.
+    """
+    full = size // window
+    groups = []
+    if full:
+        groups.append((0, full * window, window))
+    if size % window:
+        groups.append((full * window, (full + 1) * window, size % window))
+    return groups
+
+
+def _window_attention(
+    attn: SamVisionAttention,
+    grid: torch.Tensor,
+    rows: tuple[int, int, int],
+    cols: tuple[int, int, int],
+    window: int,
+    rel_pos: tuple[torch.Tensor, torch.Tensor] | None,
+    use_sdpa: bool,
+) -> torch.Tensor:
+    """Attention inside the windows of one group, for their real queries only.
+
+    Args:
+        grid: (B, Hp, Wp, 3, heads, head_dim) q/k/v of the padded grid.
+        rows, cols: (start, end, real per window) from `_groups`.
+        rel_pos: the (window, window, head_dim) relative-position terms for height and width, or None.
+
+    Returns:
+        (B, n_rows·q_rows, n_cols·q_cols, heads·head_dim) attention output of the group's real tokens.
+    """
+    r0, r1, q_rows = rows
+    c0, c1, q_cols = cols
+    batch, _, _, _, heads, head_dim = grid.shape
+    n_rows, n_cols = (r1 - r0) // window, (c1 - c0) // window
+    part = grid[:, r0:r1, c0:c1].reshape(batch, n_rows, window, n_cols, window, 3, heads, head_dim)
+    # -> (3, B, n_rows, n_cols, heads, window, window, head_dim)
+    part = part.permute(5, 0, 1, 3, 6, 2, 4, 7)
+    num = batch * n_rows * n_cols
+    query = part[0, :, :, :, :, :q_rows, :q_cols].reshape(num * heads, q_rows, q_cols, head_dim)
+    key = part[1].reshape(num * heads, window * window, head_dim)
+    value = part[2].reshape(num * heads, window * window, head_dim)
+    bias = None
+    if rel_pos is not None:
+        rel_h = torch.einsum("bhwc,hkc->bhwk", query, rel_pos[0][:q_rows])
+        rel_w = torch.einsum("bhwc,wkc->bhwk", query, rel_pos[1][:q_cols])
+        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(num * heads, q_rows * q_cols, -1)
+    query = query.reshape(num * heads, q_rows * q_cols, head_dim)
+    if use_sdpa:
+        out = F.scaled_dot_product_attention(
+            query.view(num, heads, q_rows * q_cols, head_dim),
+            key.view(num, heads, window * window, head_dim),
+            value.view(num, heads, window * window, head_dim),
+            attn_mask=None if bias is None else bias.view(num, heads, q_rows * q_cols, -1),
+        )
+    else:
+        weights = (query * attn.scale) @ key.transpose(-2, -1)
+        if bias is not None:
+            weights = weights + bias
+        weights = torch.softmax(weights, dtype=torch.float32, dim=-1).to(query.dtype)
+        out = weights @ value
+    out = out.reshape(batch, n_rows, n_cols, heads, q_rows, q_cols, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
+    return out.reshape(batch, n_rows * q_rows, n_cols * q_cols, heads * head_dim)
+
+
+def padding_free_window_attention(
+    attn: SamVisionAttention, hidden_states: torch.Tensor, window: int, use_sdpa: bool
+) -> torch.Tensor:
+    """SAM's windowed attention block (qkv, attention, proj) without computing anything for padded tokens.
+
+    Args:
+        attn: the layer's attention module (its ``qkv`` / ``proj`` may be tuner wrappers).
+        hidden_states: (B, H, W, D) layer-normed tokens, B = M·batch modality-major.
+        window: the window size (> 0).
+
+    Returns:
+        (B, H, W, D), equal to the stock pad -> partition -> attention -> unpartition -> crop result.
+    """
+    batch, height, width, dim = hidden_states.shape
+    heads = attn.num_attention_heads
+    qkv = attn.qkv(hidden_states)
+    pad_h, pad_w = (window - height % window) % window, (window - width % window) % window
+    if pad_h or pad_w:
+        # The stock path applies qkv to zero-padded tokens: qkv(0) is the bias plus whatever a tuner adds for a
+        # zero input. One zero token per batch entry keeps the modality-major split of tuner wrappers valid.
+        fill = attn.qkv(hidden_states.new_zeros(batch, 1, 1, dim)).to(qkv.dtype)
+        if pad_w:
+            qkv = torch.cat((qkv, fill.expand(batch, height, pad_w, -1)), dim=2)
+        if pad_h:
+            qkv = torch.cat((qkv, fill.expand(batch, pad_h, width + pad_w, -1)), dim=1)
+    grid = qkv.unflatten(-1, (3, heads, -1))
+    rel_pos = None
+    if attn.use_rel_pos:
+        rel_pos = (
+            attn.get_rel_pos(window, window, attn.rel_pos_h),
+            attn.get_rel_pos(window, window, attn.rel_pos_w),
+        )
+    row_groups, col_groups = _groups(height, window), _groups(width, window)
+    out = torch.cat(
+        [
+            torch.cat(
+                [_window_attention(attn, grid, rows, cols, window, rel_pos, use_sdpa) for cols in col_groups], dim=2
+            )
+            for rows in row_groups
+        ],
+        dim=1,
+    )
+    return cast(torch.Tensor, attn.proj(out))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Layer and encoder subclasses (installed by swapping `__class__`)
+
+
+class EfficientSamVisionLayer(SamVisionLayer):
+    """A `SamVisionLayer` that honours ``_mfpeft_optimizations``; same parameters and submodules."""
+
+    _mfpeft_optimizations: SamEncoderOptimizations
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """(B, H, W, D) -> (B, H, W, D)."""
+        opts = self._mfpeft_optimizations
+        transformers_checkpointing = self.gradient_checkpointing and self.training
+        if opts.checkpoint_frozen and torch.is_grad_enabled() and not transformers_checkpointing:
+            return cast(torch.Tensor, checkpoint(self._optimized_forward, hidden_states, use_reentrant=False))
+        return self._optimized_forward(hidden_states)
+
+    def _optimized_forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        opts = self._mfpeft_optimizations
+        normed = self.layer_norm1(hidden_states)
+        if self.window_size > 0 and opts.padding_free:
+            attn = cast(SamVisionAttention, self.attn)
+            use_sdpa = (
+                isinstance(attn, SamVisionSdpaAttention) if opts.attention == "auto" else opts.attention == "sdpa"
+            )
+            attended = padding_free_window_attention(attn, normed, self.window_size, use_sdpa)
+        elif self.window_size > 0:
+            height, width = normed.shape[1], normed.shape[2]
+            windows, padding_shape = self.window_partition(normed, self.window_size)
+            attended = self.window_unpartition(
+                self.attn(hidden_states=windows)[0], self.window_size, padding_shape, (height, width)
+            )
+        else:
+            attended = self.attn(hidden_states=normed)[0]
+        hidden_states = hidden_states + attended
+        return cast(torch.Tensor, hidden_states + self.mlp(self.layer_norm2(hidden_states)))
+
+
+class EfficientSamVisionEncoder(SamVisionEncoder):
+    """A `SamVisionEncoder` that runs under autocast when its optimisations ask for it."""
+
+    _mfpeft_optimizations: SamEncoderOptimizations
+
+    def forward(self, pixel_values: torch.Tensor | None = None, **kwargs: Any) -> Any:
+        """(B, 3, S, S) -> `SamVisionEncoderOutput` (last_hidden_state in the autocast dtype when autocasting)."""
+        dtype = self._mfpeft_optimizations.autocast_dtype
+        if dtype is None or pixel_values is None:
+            return super().forward(pixel_values, **kwargs)
+        with torch.autocast(pixel_values.device.type, dtype=dtype):
+            return super().forward(pixel_values, **kwargs)
+
+
+def find_sam_encoder(module: nn.Module) -> SamVisionEncoder:
+    """`module` itself or the first `SamVisionEncoder` inside it (MFNet, `SamVisionModel`, a peft model)."""
+    for candidate in module.modules():
+        if isinstance(candidate, SamVisionEncoder):
+            return candidate
+    raise ValueError(f"{type(module).__name__} contains no transformers SamVisionEncoder to optimise")
+
+
+def _tuner_parameter_ids(encoder: nn.Module) -> set[int]:
+    ids: set[int] = set()
+    for module in encoder.modules():
+        if isinstance(module, BaseTunerLayer):
+            for name in module.adapter_layer_names:
+                container = getattr(module, name, None)
+                if isinstance(container, nn.Module):
+                    ids.update(id(p) for p in container.parameters())
+    return ids
+
+
+def _frozen_matmul_parameters(encoder: nn.Module) -> Iterator[nn.Parameter]:
+    """Frozen weights and biases of the encoder's Linear and Conv2d modules (not tuner weights)."""
+    tuner_ids = _tuner_parameter_ids(encoder)
+    for module in encoder.modules():
+        if isinstance(module, nn.Linear | nn.Conv2d):
+            for param in module.parameters(recurse=False):
+                if id(param) not in tuner_ids and not param.requires_grad:
+                    yield param
+
+
+def optimize_sam_encoder(
+    model: nn.Module,
+    *,
+    padding_free: bool = True,
+    checkpoint_frozen: bool = False,
+    frozen_dtype: str | torch.dtype | None = None,
+    autocast_dtype: str | torch.dtype | None = None,
+    attention: AttentionKind = "auto",
+) -> SamEncoderOptimizations:
+    """Switch on encoder optimisations in place; see `SamEncoderOptimizations` for the flags.
+
+    `model` is a `SamVisionEncoder` or any module holding one (MFNet, a peft model); apply before or after
+    `peft.get_peft_model`. Calling again replaces the previous settings. With ``frozen_dtype`` the frozen
+    Linear/Conv2d weights (``requires_grad=False``, not tuner weights) are cast in place; tuner weights added later
+    are created in fp32 by the tuners.
+
+    Returns:
+        The settings now in force.
+    """
+    opts = SamEncoderOptimizations(
+        padding_free=padding_free,
+        checkpoint_frozen=checkpoint_frozen,
+        frozen_dtype=cast(Any, frozen_dtype),
+        autocast_dtype=cast(Any, autocast_dtype),
+        attention=attention,
+    )
+    encoder = find_sam_encoder(model)
+    if opts.frozen_dtype is not None:
+        originals: dict[str, torch.dtype] = getattr(encoder, "_mfpeft_original_dtypes", {})
+        names = {id(p): n for n, p in encoder.named_parameters()}
+        for param in _frozen_matmul_parameters(encoder):
+            originals.setdefault(names[id(param)], param.dtype)
+            param.data = param.data.to(opts.frozen_dtype)
+        encoder._mfpeft_original_dtypes = originals  # type: ignore[assignment]
+    for layer in encoder.layers:
+        if not isinstance(layer, SamVisionLayer):
+            raise ValueError(f"encoder layer {type(layer).__name__} is not a transformers SamVisionLayer")
+        layer.__class__ = EfficientSamVisionLayer
+        layer._mfpeft_optimizations = opts  # type: ignore[assignment]
+    encoder.__class__ = EfficientSamVisionEncoder
+    encoder._mfpeft_optimizations = opts  # type: ignore[assignment]
+    _register_output_capture(encoder)
+    return opts
+
+
+def _register_output_capture(encoder: SamVisionEncoder) -> None:
+    # transformers looks up which outputs a model can record (hidden states, attentions) by its class name, filled
+    # in at construction; a swapped-in class must be registered too or `output_hidden_states` silently gives None.
+    try:
+        from transformers.utils.output_capturing import _CAN_RECORD_REGISTRY
+    except ImportError:  # other transformers versions record outputs without this registry
+        return
+    _CAN_RECORD_REGISTRY[encoder] = encoder._can_record_outputs
+
+
+def encoder_optimizations(model: nn.Module) -> SamEncoderOptimizations | None:
+    """The optimisations in force on the encoder inside `model`, or None for the stock encoder."""
+    return cast(SamEncoderOptimizations | None, getattr(find_sam_encoder(model), "_mfpeft_optimizations", None))
+
+
+def restore_sam_encoder(model: nn.Module) -> None:
+    """Undo `optimize_sam_encoder`: stock classes and the weights' original dtypes.
+
+    Weights stored in bf16 come back in their original dtype but keep the bf16 rounding.
+    """
+    encoder = find_sam_encoder(model)
+    originals: dict[str, torch.dtype] = getattr(encoder, "_mfpeft_original_dtypes", {})
+    for name, param in encoder.named_parameters():
+        if name in originals:
+            param.data = param.data.to(originals[name])
+    for layer in encoder.layers:
+        if isinstance(layer, EfficientSamVisionLayer):
+            layer.__class__ = SamVisionLayer  # type: ignore[assignment]
+            del layer._mfpeft_optimizations
+    if isinstance(encoder, EfficientSamVisionEncoder):
+        encoder.__class__ = SamVisionEncoder  # type: ignore[assignment]
+        del encoder._mfpeft_optimizations
+    if hasattr(encoder, "_mfpeft_original_dtypes"):
+        del encoder._mfpeft_original_dtypes
+
+
+@contextmanager
+def optimized_sam_encoder(model: nn.Module, **settings: Any) -> Iterator[SamEncoderOptimizations]:
+    """Context manager: `optimize_sam_encoder(model, **settings)` on entry, `restore_sam_encoder` on exit."""
+    opts = optimize_sam_encoder(model, **settings)
+    try:
+        yield opts
+    finally:
+        restore_sam_encoder(model)
