@@ -17,11 +17,12 @@ next run for the same output.
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -332,6 +333,31 @@ def _grid_offset(reader: TileReader, reference: Any) -> tuple[int, int]:
     return round(row), round(col)
 
 
+def block_cache_mb(rasters: Iterable[Path], chip_size: int, confidence: Path | None = None) -> int:
+    """GDAL block cache (MiB) that holds every block a row of sliding windows reads again, and no more.
+
+    Consecutive window rows share up to ``chip_size`` scene rows; with 256-row blocks the blocks of
+    ``chip_size + 2 * 256`` rows of every input (all bands, native dtype) and of the output rasters suffice.
+    Clamped to 16..512 MiB.
+    """
+    need = 0
+    for path in rasters:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                pixel_bytes = sum(np.dtype(dtype).itemsize for dtype in src.dtypes)
+                need += (chip_size + 2 * _BLOCK) * src.width * pixel_bytes
+                width = src.width
+    need += (chip_size + 2 * _BLOCK) * width * (1 + (4 if confidence is not None else 0))
+    return int(min(max(math.ceil(need / 2**20) + 8, 16), 512))
+
+
+def _add_counts(counts: npt.NDArray[np.int64], class_ids: npt.NDArray[np.uint8], rows: int = 16) -> None:
+    """``counts[k] += (class_ids == k).sum()``, in row chunks to keep the int64 temporaries small."""
+    for row in range(0, class_ids.shape[0], rows):
+        counts += np.bincount(class_ids[row : row + rows].ravel(), minlength=256)[: counts.shape[0]]
+
+
 def _row_chunks(start: int, stop: int, step: int = _BLOCK) -> Iterator[tuple[int, int]]:
     for row in range(start, stop, step):
         yield row, min(step, stop - row)
@@ -356,6 +382,7 @@ def predict_scene(
     bands: Mapping[str, Sequence[int]] | None = None,
     base_model: str | Path | None = None,
     progress: ProgressCallback | None = None,
+    gdal_cache_mb: int | None = None,
 ) -> PredictionResult:
     """Label a whole scene with an MFNet and write a georeferenced class-id GeoTIFF.
 
@@ -382,6 +409,8 @@ def predict_scene(
         bands: 1-based band selection per modality, e.g. ``{"optical": (1, 2, 3)}`` for an RGBIR raster.
         base_model: the frozen SAM to load an adapter folder onto (default: the one its config names).
         progress: called with ``(rows_written, total_rows)`` after each written band.
+        gdal_cache_mb: GDAL's block cache while predicting (default :func:`block_cache_mb`: what the sliding
+            window re-reads, so memory does not grow with a cache filled by blocks that are never read again).
 
     Returns:
         A :class:`PredictionResult`.
@@ -429,6 +458,10 @@ def predict_scene(
             remove_stale_temporaries(final)
     files = _AtomicFiles()
     with ExitStack() as stack:
+        cache_mb = (
+            gdal_cache_mb if gdal_cache_mb is not None else block_cache_mb(rasters_.values(), chip, confidence_path)
+        )
+        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=int(cache_mb)))
         reader = stack.enter_context(
             TileReader(
                 tile, modalities, chip_size=chip, scaling=model_scalings(config), labels="none", mask_nodata=False
@@ -499,7 +532,7 @@ def predict_scene(
                         class_ids = class_ids.copy()
                         class_ids[missing] = NODATA
                         conf = np.where(missing, np.float32(0), conf)
-                counts[:] += np.bincount(class_ids.ravel(), minlength=256)[:num_labels]
+                _add_counts(counts, class_ids)
                 if col0 or reader.width != width:
                     full_ids = np.full((rows, width), NODATA, np.uint8)
                     full_ids[:, col0 : col0 + reader.width] = class_ids
@@ -515,12 +548,14 @@ def predict_scene(
                 weights=window_weights(chip, weights), device=torch_device,
             )  # fmt: skip
             windows = stitcher.windows
+            buffers = {m: np.zeros((batch_size, channels[m], chip, chip), np.float32) for m in modalities}
             for first in range(0, len(windows), batch_size):
                 batch = windows[first : first + batch_size]
-                chips = [reader.read(window)["pixel_values"] for window in batch]
-                pixel_values = {
-                    m: torch.from_numpy(np.stack([c[m] for c in chips])).to(torch_device) for m in modalities
-                }
+                # One reused host buffer per modality: fresh multi-MB arrays per batch fragment the C heap.
+                for i, window in enumerate(batch):
+                    for m, values in reader.read(window)["pixel_values"].items():
+                        buffers[m][i] = values
+                pixel_values = {m: torch.from_numpy(buffers[m][: len(batch)]).to(torch_device) for m in modalities}
                 logits = chip_logits(model_, pixel_values, tta=tta, bf16=use_bf16)
                 for band in stitcher.push_batch(batch, logits):
                     write_band(band)
