@@ -3,7 +3,9 @@
 Writes an optical (3 x uint8) and a DSM (1 x float32) raster of SIZE x SIZE pixels, tiled (256 x 256) and
 deflate-compressed, into a temporary folder (block by block, so writing stays small too), then, in a fresh
 process so that the writing does not count, builds a RandomChipDataset over them (DSM min-max over the whole
-tile, computed streaming) and reads random 256 x 256 chips through a DataLoader. Prints the figures.
+tile, computed streaming) and reads random 256 x 256 chips through a DataLoader. Prints the figures, with
+the CPU time per chip (a figure that other processes competing for the cores do not distort; the load
+average is printed too).
 
     python benchmarks/bench_data.py                      # 20,000 x 20,000, 2 workers, 2,000 chips
     python benchmarks/bench_data.py --size 4000 --chips 500
@@ -69,6 +71,11 @@ def _hwm_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _cpu_s(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -112,11 +119,12 @@ def measure(optical: Path, dsm: Path, chips: int, workers: int, batch: int) -> d
     it = iter(loader)
     for _ in range(max(workers, 1)):  # warm up: start the workers, open the rasters
         next(it)
-    n, t0 = 0, time.perf_counter()
+    n, t0, cpu0 = 0, time.perf_counter(), _cpu_s(resource.RUSAGE_SELF)
     while n < chips:
         b = next(it)
         n += b["pixel_values"]["optical"].shape[0]
     elapsed = time.perf_counter() - t0
+    cpu_main = _cpu_s(resource.RUSAGE_SELF) - cpu0
     assert b["pixel_values"]["optical"].shape[1:] == (3, 256, 256) and b["pixel_values"]["dsm"].shape[1:] == (
         1,
         256,
@@ -125,7 +133,11 @@ def measure(optical: Path, dsm: Path, chips: int, workers: int, batch: int) -> d
     del it, loader
     sampler.stop.set()
     sampler.join()
+    # Workers are reaped once the loader is gone; their CPU time includes warm-up and prefetched chips.
+    cpu = cpu_main + _cpu_s(resource.RUSAGE_CHILDREN)
     results.update(
+        cpu_s=cpu,
+        chips_per_cpu_s=n / cpu,
         import_baseline_mb=baseline_mb,
         peak_pss_total_mb=sampler.peak,
         chips=n,
@@ -160,16 +172,19 @@ def main() -> None:
             print(f"wrote {args.size} x {args.size} rasters in {time.perf_counter() - t0:.1f} s "
                   f"(optical {optical.stat().st_size / 2**20:.0f} MiB, DSM {dsm.stat().st_size / 2**20:.0f} MiB, "
                   f"tiled 256, deflate)")  # fmt: skip
+        print(f"load average before measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for workers in sorted({0, args.workers}):
             cmd = [sys.executable, __file__, "--measure", str(optical), str(dsm), "--chips", str(args.chips),
                    "--workers", str(workers), "--batch", str(args.batch)]  # fmt: skip
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
-            print(f"workers={workers}: {r['chips_per_s']:.0f} chips/s (256 x 256, 3 + 1 bands; {r['chips']} chips in "
-                  f"{r['seconds']:.1f} s); DSM tile statistics {r['statistics_s']:.1f} s; peak memory of all "
-                  f"processes (PSS) {r['peak_pss_total_mb']:.0f} MiB; peak RSS main {r['peak_rss_main_mb']:.0f} MiB "
-                  f"(of which {r['import_baseline_mb']:.0f} MiB is importing torch, rasterio and mfpeft), largest "
-                  f"worker {r['peak_rss_largest_worker_mb']:.0f} MiB")  # fmt: skip
+            print(
+                f"workers={workers}: {r['chips_per_s']:.0f} chips/s (256 x 256, 3 + 1 bands; {r['chips']} chips "
+                f"in {r['seconds']:.1f} s; {r['chips_per_cpu_s']:.0f} chips per CPU-second); DSM tile statistics "
+                f"{r['statistics_s']:.1f} s; peak memory of all processes (PSS) {r['peak_pss_total_mb']:.0f} MiB; "
+                f"peak RSS main {r['peak_rss_main_mb']:.0f} MiB (of which {r['import_baseline_mb']:.0f} MiB is "
+                f"importing torch, rasterio and mfpeft), largest worker {r['peak_rss_largest_worker_mb']:.0f} MiB"
+            )
 
 
 if __name__ == "__main__":
