@@ -180,3 +180,33 @@ def test_demo_source_splits(demo_dir: Path) -> None:
     assert "demo" in available_sources() and "hf" in available_sources()
     with pytest.raises(ValueError, match="unknown data source"):
         get_source("nope", demo_dir)
+
+
+def test_hf_plain_dataset_with_image_columns(tmp_path: Path) -> None:
+    import datasets
+
+    rng = np.random.default_rng(0)
+    rows = {
+        "optical": [rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)],  # (H, W, C) images
+        "dsm": [rng.random((1, SIZE, SIZE), dtype=np.float32) * 30 for _ in range(3)],
+        "labels": [rng.integers(0, 6, (SIZE, SIZE), dtype=np.uint8) for _ in range(3)],
+    }
+    features = datasets.Features(
+        {
+            "optical": datasets.Array3D((SIZE, SIZE, 3), "uint8"),
+            "dsm": datasets.Array3D((1, SIZE, SIZE), "float32"),
+            "labels": datasets.Array2D((SIZE, SIZE), "uint8"),
+        }
+    )
+    full = datasets.Dataset.from_dict(rows, features=features)
+    datasets.DatasetDict({"train": full.select([0, 1]), "val": full.select([2])}).save_to_disk(str(tmp_path / "d"))
+    splits = get_source("hf", tmp_path / "d")
+    assert [len(splits[s]) for s in ("train", "validation", "test")] == [2, 1, 0]
+    with TileReader(splits["validation"][0]) as reader:
+        out = reader.read(ChipWindow(0, 0, SIZE, SIZE))
+    np.testing.assert_allclose(out["pixel_values"]["optical"], rows["optical"][2].transpose(2, 0, 1) / 255, rtol=1e-6)
+    dsm = rows["dsm"][2]
+    np.testing.assert_allclose(out["pixel_values"]["dsm"], (dsm - dsm.min()) / (dsm.max() - dsm.min()), atol=1e-6)
+    np.testing.assert_array_equal(out["labels"], rows["labels"][2])
+    with pytest.raises(ValueError, match=r"no column\(s\) \['sar'\]"):
+        get_source("hf", tmp_path / "d", modalities=["sar"])
