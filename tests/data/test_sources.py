@@ -186,7 +186,7 @@ def test_hf_plain_dataset_with_image_columns(tmp_path: Path) -> None:
     import datasets
 
     rng = np.random.default_rng(0)
-    rows = {
+    rows: dict[str, list[np.ndarray]] = {
         "optical": [rng.integers(0, 255, (SIZE, SIZE, 3), dtype=np.uint8) for _ in range(3)],  # (H, W, C) images
         "dsm": [rng.random((1, SIZE, SIZE), dtype=np.float32) * 30 for _ in range(3)],
         "labels": [rng.integers(0, 6, (SIZE, SIZE), dtype=np.uint8) for _ in range(3)],
