@@ -5,6 +5,7 @@ from .models import (
     MFNetForSegmentation,
     SamLoadError,
     load_sam_vision_encoder,
+    push_adapter_to_hub,
     sam_vision_config,
 )
 from .tuners import MMAdapterConfig, MMLoraConfig, MultimodalPeftType
@@ -19,5 +20,6 @@ __all__ = [
     "MultimodalPeftType",
     "SamLoadError",
     "load_sam_vision_encoder",
+    "push_adapter_to_hub",
     "sam_vision_config",
 ]

@@ -16,8 +16,11 @@ from mfpeft.engine.training import train
 
 
 def main() -> int:
-    args = parse_training_arguments()
-    train(args)
+    try:
+        train(parse_training_arguments())
+    except (ValueError, OSError) as error:  # bad input: one clear line, no traceback
+        print(f"train.py: error: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -102,3 +102,41 @@ def evaluate_tiles(
         counts = torch.as_tensor(matrix.matrix, device=accelerator.device)
         matrix = ConfusionMatrix(num_labels, matrix=accelerator.reduce(counts, reduction="sum").cpu().numpy())
     return matrix
+
+
+def evaluate_model(
+    model_name_or_path: str,
+    dataset: str,
+    *,
+    data_dir: str | None = None,
+    split: str = "test",
+    stride: int = 32,
+    batch_size: int = 8,
+    base_model: str | None = None,
+    source_options: Mapping[str, Any] | None = None,
+    device: str | None = None,
+) -> dict[str, Any]:
+    """Score a saved MFNet adapter on a split of a data source; returns the scores and the confusion matrix."""
+    from ..data.sources import get_source
+    from ..metrics.scores import scores_to_json, segmentation_scores
+    from ..models.modeling_mfnet import MFNetForSegmentation
+
+    splits = get_source(dataset, data_dir, **dict(source_options or {}))
+    if split not in splits or not splits[split]:
+        raise ValueError(f"data set {dataset!r} has no tiles in split {split!r}")
+    model = MFNetForSegmentation.from_pretrained(model_name_or_path, base_model=base_model)
+    target = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(target).eval()
+    config = model.get_base_model().config
+    modalities = config.modality_names
+    missing = [m for m in modalities if m not in splits[split][0].modalities]
+    if missing:
+        raise ValueError(f"the model needs modalities {missing} that data set {dataset!r} does not have")
+    matrix = evaluate_tiles(
+        model, splits[split], modalities=modalities, num_labels=config.num_labels, chip_size=config.image_size,
+        stride=stride, batch_size=batch_size, scaling=model_scaling(config), device=target,
+    )  # fmt: skip
+    scores = segmentation_scores(matrix.matrix, list(config.id2label.values()), config.score_classes)
+    result = scores_to_json(scores)
+    result["confusion_matrix"] = matrix.matrix.tolist()
+    return result

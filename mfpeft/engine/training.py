@@ -23,6 +23,7 @@ from ..data.datasets import RandomChipDataset, collate_chips
 from ..data.geometry import ChipWindow
 from ..data.sources import get_source
 from ..data.tile import Tile
+from ..models.adapter_io import push_adapter_to_hub
 from ..metrics.scores import scores_to_json, segmentation_scores
 from .arguments import TrainingArguments
 from .evaluation import evaluate_tiles
@@ -40,14 +41,17 @@ class TrainState:
     step: int = 0
     best_miou: float = -1.0
     best_step: int = -1
+    best_scores: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "best_miou": self.best_miou, "best_step": self.best_step, "history": self.history}
+        return {"step": self.step, "best_miou": self.best_miou, "best_step": self.best_step,
+                "best_scores": self.best_scores, "history": self.history}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.best_miou = int(state["step"]), float(state["best_miou"])
         self.best_step, self.history = int(state["best_step"]), list(state["history"])
+        self.best_scores = dict(state["best_scores"])
 
 
 @dataclass
@@ -206,6 +210,7 @@ def train(args: TrainingArguments) -> TrainResult:
                 say(f"step {state.step}: loss {running:.4f}, validation mIoU {scores['mean_iou']:.4f}")
                 if scores["mean_iou"] > state.best_miou:
                     state.best_miou, state.best_step = scores["mean_iou"], state.step
+                    state.best_scores = scores_to_json(scores)
                     if accelerator.is_main_process:
                         save_adapter(accelerator.unwrap_model(model), output_dir / BEST_DIR)
             if args.checkpoint_every and state.step % args.checkpoint_every == 0:
@@ -226,8 +231,7 @@ def train(args: TrainingArguments) -> TrainResult:
     metrics: dict[str, Any] = {"steps": state.step, "train_seconds": round(seconds, 1), "history": state.history,
                                "selected_step": state.best_step if validation else state.step}  # fmt: skip
     if validation:
-        val_scores = validate()
-        metrics["validation"] = scores_to_json(val_scores)
+        metrics["validation"] = state.best_scores  # scored when selected; the weights are those of that step
     if test:
         matrix = evaluate_tiles(
             unwrapped, test, modalities=modalities, num_labels=len(encoding.classes), chip_size=args.chip_size,
@@ -251,7 +255,7 @@ def train(args: TrainingArguments) -> TrainResult:
                 device=accelerator.device,
             )  # fmt: skip
         if args.push_to_hub:
-            unwrapped.push_to_hub(args.push_to_hub)
+            push_adapter_to_hub(unwrapped, args.push_to_hub)
             say(f"Pushed the adapter to {args.push_to_hub}")
         say(f"Saved the adapter and reports to {output_dir} ({state.step} steps in {seconds:.0f} s)")
     accelerator.wait_for_everyone()

@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 
+from .adapter_io import push_adapter_to_hub
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
 from .fusion import DeepFusionModule, LayerNorm2d, SimpleFeaturePyramid, SqueezeExcitation
@@ -23,5 +24,6 @@ __all__ = [
     "SqueezeExcitation",
     "UNetFormerDecoder",
     "load_sam_vision_encoder",
+    "push_adapter_to_hub",
     "sam_vision_config",
 ]

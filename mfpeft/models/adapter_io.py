@@ -120,3 +120,30 @@ def load_mfnet_adapter(
     if not is_trainable:
         peft_model.eval()
     return peft_model
+
+
+def push_adapter_to_hub(
+    peft_model: Any, repo_id: str, *, private: bool | None = None, token: str | None = None, commit_message: str = ""
+) -> str:
+    """Upload an MFNet adapter folder (the four files of `ADAPTER_FILES`) with its filled model card.
+
+    `PeftModel.push_to_hub` uploads the same files but replaces README.md with the Hub's generic card.
+    Returns the commit URL.
+    """
+    import tempfile
+
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(token=token)
+    repo = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    with tempfile.TemporaryDirectory() as folder:
+        peft_model.save_pretrained(folder)
+        operations = [
+            CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
+            for name in ADAPTER_FILES
+            if (Path(folder) / name).is_file()
+        ]
+        info = api.create_commit(
+            repo_id=repo, operations=operations, commit_message=commit_message or "Upload MFNet adapter with mfpeft"
+        )
+    return str(info.commit_url)

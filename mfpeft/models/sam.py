@@ -297,10 +297,10 @@ def _read_pretrained(
     try:
         config = AutoConfig.from_pretrained(name, revision=revision, cache_dir=cache_dir)
     except OSError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise SamLoadError(
-            f"Could not load SAM {name!r}: {error}\nIf this machine has no access to the Hugging Face Hub, download "
-            f"the model elsewhere (e.g. `huggingface-cli download {name}`) and pass the local folder or Meta's "
-            "sam_vit_*.pth file instead."
+            f"Could not load SAM {name!r} ({reason}). Without access to the Hugging Face Hub, download it elsewhere "
+            f"(`huggingface-cli download {name}`) and pass the local folder or Meta's sam_vit_*.pth file instead."
         ) from error
     vision_config: SamVisionConfig
     if isinstance(config, SamConfig):

@@ -233,6 +233,9 @@ def test_push_to_hub_uploads_exactly_the_four_files(tmp_path: Path, monkeypatch:
     monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
     peft_model.push_to_hub("user/mfnet-test", token="hf_fake")
     assert sorted(uploaded) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
+    uploaded.clear()
+    mfpeft.push_adapter_to_hub(peft_model, "user/mfnet-test", token="hf_fake")
+    assert sorted(uploaded) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
 
 
 def test_bad_adapter_folders_get_clear_errors(tmp_path: Path) -> None:
