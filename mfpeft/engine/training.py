@@ -23,8 +23,8 @@ from ..data.datasets import RandomChipDataset, collate_chips
 from ..data.geometry import ChipWindow
 from ..data.sources import get_source
 from ..data.tile import Tile
-from ..models.adapter_io import push_adapter_to_hub
 from ..metrics.scores import scores_to_json, segmentation_scores
+from ..models.adapter_io import push_adapter_to_hub
 from .arguments import TrainingArguments
 from .evaluation import evaluate_tiles
 from .factory import base_model_source, build_model, write_random_base_model
