@@ -97,8 +97,7 @@ def _chip_logits(
     accepted = ((num_labels, chip_size, chip_size), (num_labels, window.height, window.width))
     if shape not in accepted:
         raise ValueError(
-            f"logits for window {tuple(window)} must have shape {accepted[0]} (or cropped {accepted[1]}), "
-            f"got {shape}"
+            f"logits for window {tuple(window)} must have shape {accepted[0]} (or cropped {accepted[1]}), got {shape}"
         )
     return tensor[:, : window.height, : window.width].to(device=device, dtype=torch.float32)
 
@@ -240,9 +239,7 @@ class RowBandStitcher:
         return band
 
 
-def _accumulate(
-    logit_sum: torch.Tensor, weight_sum: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor
-) -> None:
+def _accumulate(logit_sum: torch.Tensor, weight_sum: torch.Tensor, logits: torch.Tensor, weights: torch.Tensor) -> None:
     """``logit_sum += logits * weights`` and ``weight_sum += weights`` in place; ``(L, h, w)`` / ``(h, w)``.
 
     One function for both stitchers: the streamed result must equal the in-memory one bit for bit, so the
@@ -266,9 +263,7 @@ def _first_argmax(values: torch.Tensor) -> torch.Tensor:
     return class_ids
 
 
-def _decide(
-    logit_sum: torch.Tensor, weight_sum: torch.Tensor
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+def _decide(logit_sum: torch.Tensor, weight_sum: torch.Tensor) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
     """Class ids and confidence from ``(L, h, W)`` weighted logit sums and ``(h, W)`` weight sums."""
     if bool((weight_sum <= 0).any()):
         raise RuntimeError("internal error: a finished row has a pixel that no window covered")
