@@ -24,7 +24,7 @@ Y1, Y0 = ORIGIN[1] - 18, ORIGIN[1] - 30  # top, bottom
 def _feature_mask(transform: rasterio.Affine, height: int, width: int) -> np.ndarray:
     """Pixels of a grid whose centre lies inside the feature."""
     cols, rows = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
-    xs, ys = transform * (cols, rows)
+    xs, ys = transform @ (cols, rows)
     return (xs > X0) & (xs < X1) & (ys > Y0) & (ys < Y1)
 
 
@@ -74,6 +74,26 @@ def test_modalities_on_other_grids_land_on_the_same_pixels(tmp_path: Path) -> No
     inner = ~_rim(expected)
     np.testing.assert_array_equal(labels[inner], expected[inner])
     assert (labels != expected).sum() <= 4 * 12
+
+
+def test_whole_pixel_offset_on_the_same_grid_is_read_directly(tmp_path: Path) -> None:
+    t_opt = from_origin(*ORIGIN, 1.0, 1.0)
+    opt = np.where(_feature_mask(t_opt, 64, 64), 200, 20).astype(np.uint8)
+    write_raster(tmp_path / "opt.tif", np.stack([opt] * 3), transform=t_opt)
+    # Same resolution, origin 5 columns left and 4 rows below the optical's: the DSM starts before it.
+    t_dsm = from_origin(ORIGIN[0] - 5, ORIGIN[1] - 4, 1.0, 1.0)
+    dsm = np.where(_feature_mask(t_dsm, 50, 60), 12.0, 2.0).astype(np.float32)
+    write_raster(tmp_path / "dsm.tif", dsm, transform=t_dsm)
+    tile = Tile("t", {"optical": tmp_path / "opt.tif", "dsm": tmp_path / "dsm.tif"})
+    with TileReader(tile, scaling={"dsm": Scaling("fixed", low=0, high=20)}) as reader:
+        assert reader._layers["dsm"]._vrt is None and reader._layers["dsm"].offset == (-4, 5)
+        assert (reader.height, reader.width) == (50, 55)
+        assert reader.transform.c == ORIGIN[0] and reader.transform.f == ORIGIN[1] - 4
+        expected = _feature_mask(reader.transform, reader.height, reader.width)
+        out = reader.read(ChipWindow(0, 0, reader.height, reader.width))
+    np.testing.assert_array_equal(out["pixel_values"]["optical"][0] > 0.5, expected)
+    np.testing.assert_array_equal(out["pixel_values"]["dsm"][0] > 0.35, expected)
+    np.testing.assert_allclose(out["pixel_values"]["dsm"][0][expected], 0.6)
 
 
 def test_no_overlap_names_both_files(tmp_path: Path) -> None:
