@@ -27,7 +27,8 @@ def _validation(text: str) -> int | list[str]:
 
 def add_source_arguments(p: Any) -> None:
     """The data-source options shared by ``prepare``, ``train`` and ``evaluate`` (see :func:`source_options`)."""
-    p.add_argument("--split", help="split preset for vaihingen / potsdam: paper (default) or official")
+    # Not --split: evaluate uses that for the data split (train / validation / test) to score.
+    p.add_argument("--split-preset", help="split preset for vaihingen / potsdam: paper (default) or official")
     p.add_argument(
         "--validation",
         type=_validation,
@@ -98,8 +99,8 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
     options: dict[str, Any] = {}
     if getattr(args, "validation", None) is not None:
         options["validation"] = args.validation
-    if args.source in ("vaihingen", "potsdam") and args.split:
-        options["split"] = args.split
+    if args.source in ("vaihingen", "potsdam") and args.split_preset:
+        options["split"] = args.split_preset
     if args.source == "demo":
         options["seed"] = args.data_seed
     if args.source == "hf" and args.hub_id:
