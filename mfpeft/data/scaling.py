@@ -10,7 +10,7 @@ held in memory at once.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -77,7 +77,6 @@ class Scaling:
     percentiles: tuple[float, float] = (2.0, 98.0)
     per_band: bool = True
     clip: bool = True
-    extra: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in SCALING_MODES:
@@ -107,13 +106,12 @@ class Scaling:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.pop("extra")
         data["percentiles"] = list(self.percentiles)
         return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Scaling:
-        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "extra"}
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown Scaling field(s) {unknown}")
