@@ -37,6 +37,21 @@ def tiny_mfnet(seed: int = 0) -> MFNetForSegmentation:
     return model.eval()
 
 
+def adapter_folder(tmp_path: Path) -> Path:
+    """A saved MFNet adapter (MMLoRA + head) over a tiny SAM saved locally at SAM's native 1024 input."""
+    from peft import get_peft_model
+
+    import mfpeft
+    from tests.models.test_mfnet import save_native_sam
+
+    sam_dir = save_native_sam(tmp_path / "sam-local")
+    torch.manual_seed(0)
+    model = MFNetForSegmentation.from_sam(sam_dir, attn_implementation="eager", decode_channels=16)
+    peft_model = get_peft_model(model, mfpeft.MMLoraConfig())
+    peft_model.save_pretrained(tmp_path / "adapter")
+    return tmp_path / "adapter"
+
+
 @pytest.fixture(scope="module")
 def model() -> MFNetForSegmentation:
     return tiny_mfnet()
@@ -204,8 +219,7 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
     stale = list(tmp_path.glob(".labels.tif.mfpeft-*.tmp"))
     assert stale, "SIGKILL cannot clean up; the next run must cope with the stale file"
 
-    model_dir = tmp_path / "model"
-    model.save_pretrained(model_dir)
+    model_dir = adapter_folder(tmp_path)
     status = cli_main([
         "predict", "--model", str(model_dir), "--optical", str(rasters["optical"]), "--dsm", str(rasters["dsm"]),
         "--output", str(out), "--stride", "128", "--device", "cpu",
@@ -219,7 +233,7 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
 
 
 def test_interrupted_run_removes_its_temporary_file(tmp_path: Path, model: MFNetForSegmentation) -> None:
-    rasters = write_scene(tmp_path, 400, 300)
+    rasters = write_scene(tmp_path, 300, 240)
     out = tmp_path / "labels.tif"
 
     def interrupt(done: int, total: int) -> None:
