@@ -58,6 +58,11 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         self._readers: dict[int, TileReader] = {}
         self._cached: dict[int, dict[str, Any]] = {}
 
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class names (index = class id) of the tiles' label encoding."""
+        return self.tiles[0].label_encoding.classes
+
     def _open(self, tile: Tile, statistics: Mapping[str, TileStatistics] | None = None) -> TileReader:
         in_worker = torch.utils.data.get_worker_info() is not None
         return TileReader(

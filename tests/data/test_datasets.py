@@ -44,6 +44,7 @@ def test_workers_and_cache_give_the_same_chips(demo_dir: Path) -> None:
         for m in ("optical", "dsm"):
             assert torch.equal(serial["pixel_values"][m], batch["pixel_values"][m])
     assert serial["pixel_values"]["optical"].shape == (8, 3, 64, 64) and serial["labels"].shape == (8, 64, 64)
+    assert ds.classes[:2] == ("impervious_surfaces", "building") and len(ds.classes) == 6
 
 
 def test_flips_and_rotations_are_joint() -> None:
