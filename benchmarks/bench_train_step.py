@@ -70,8 +70,8 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def matmul_flops(dtype_name: str, device: str, size: int = 2048, repeats: int = 10) -> float:
-    """Median FLOP/s of a size x size `torch.matmul` in `dtype_name` ("fp32" or "bf16")."""
+def matmul_flops(dtype_name: str, device: str, size: int = 2048, repeats: int = 10) -> tuple[float, float]:
+    """FLOP/s of a size x size `torch.matmul` in `dtype_name` ("fp32" or "bf16"): (from the median, from the best)."""
     import torch
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16}[dtype_name]
@@ -86,7 +86,7 @@ def matmul_flops(dtype_name: str, device: str, size: int = 2048, repeats: int = 
         torch.matmul(a, b)
         sync(device)
         times.append(time.perf_counter() - start)
-    return 2 * size**3 / statistics.median(times)
+    return 2 * size**3 / statistics.median(times), 2 * size**3 / min(times)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,18 +146,19 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     model.train()
-    times = []
+    times, cpu_times = [], []
     loss = float("nan")
     for step in range(job["warmup"] + job["steps"]):
         sync(device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         loss = train_step()
         sync(device)
         if step >= job["warmup"]:
             times.append(time.perf_counter() - start)
+            cpu_times.append(time.process_time() - cpu_start)
     result: dict[str, Any] = {key: job[key] for key in ("size", "tuner", "variant", "batch")}
-    result["train_s"] = statistics.median(times)
     result["train_times_s"] = times
+    result["train_cpu_times_s"] = cpu_times
     result["loss"] = loss
     if device == "cuda":
         result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
@@ -172,16 +173,18 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         result["train_flops"] = counter.get_total_flops()
     if job["inference"]:
         model.eval()
-        infer = []
+        infer, infer_cpu = [], []
         with torch.inference_mode():
             for step in range(job["warmup"] + job["steps"]):
                 sync(device)
-                start = time.perf_counter()
+                start, cpu_start = time.perf_counter(), time.process_time()
                 model(pixel_values=pixel_values)
                 sync(device)
                 if step >= job["warmup"]:
                     infer.append(time.perf_counter() - start)
-        result["infer_s"] = statistics.median(infer)
+                    infer_cpu.append(time.process_time() - cpu_start)
+        result["infer_times_s"] = infer
+        result["infer_cpu_times_s"] = infer_cpu
         if job["flops"]:
             # no_grad, not inference_mode: torch 2.13's FlopCounterMode + autocast + einsum fails in inference_mode.
             counter = FlopCounterMode(display=False)
@@ -209,58 +212,110 @@ def step_dtype(variant: str) -> str:
     return "bf16" if optimize.get("autocast_dtype") or optimize.get("frozen_dtype") else "fp32"
 
 
-def summarise(results: list[dict[str, Any]], peaks: dict[str, float]) -> None:
-    """Add chips/s, FLOP/s, utilisation and speed-ups (vs `stock` of the same size, tuner, batch) in place."""
-    stock = {(r["size"], r["tuner"], r["batch"]): r for r in results if r["variant"] == "stock" and "error" not in r}
-    useful = {
-        (r["size"], r["tuner"], r["batch"]): r["train_flops"]
-        for r in results
-        if r["variant"] == "padding-free" and "train_flops" in r
-    }
+def merge_rounds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per configuration: step times of every round pooled, the peak memory the largest."""
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in results:
+        key = (r["size"], r["tuner"], r["variant"], r["batch"])
+        if "error" in r or key not in merged or "error" in merged[key]:
+            if key not in merged or "error" not in merged[key]:
+                merged[key] = dict(r)
+            continue
+        m = merged[key]
+        for field in ("train_times_s", "train_cpu_times_s", "infer_times_s", "infer_cpu_times_s"):
+            if field in r:
+                m[field] = m.get(field, []) + r[field]
+        m["peak_memory_gib"] = max(m["peak_memory_gib"], r["peak_memory_gib"])
+        m["rounds"] = m.get("rounds", 1) + 1
+    return list(merged.values())
+
+
+def summarise(results: list[dict[str, Any]], peaks: dict[str, dict[str, float]]) -> None:
+    """Add medians, minima, chips/s, FLOP/s, utilisation and speed-ups (vs `stock`, same size/tuner/batch) in place.
+
+    ``peaks[dtype]`` holds the matmul FLOP/s from the median ("median") and from the best ("best") matmul time;
+    utilisation pairs the median step with the median matmul and the fastest step with the best matmul.
+    """
     for r in results:
         if "error" in r:
             continue
+        for phase in ("train", "infer"):
+            if f"{phase}_times_s" in r:
+                r[f"{phase}_s"] = statistics.median(r[f"{phase}_times_s"])
+                r[f"{phase}_min_s"] = min(r[f"{phase}_times_s"])
+                r[f"{phase}_cpu_s"] = statistics.median(r[f"{phase}_cpu_times_s"])
+                r[f"{phase}_chips_per_s"] = r["batch"] / r[f"{phase}_s"]
+    ok = [r for r in results if "error" not in r]
+    stock = {(r["size"], r["tuner"], r["batch"]): r for r in ok if r["variant"] == "stock"}
+    useful = {
+        (r["size"], r["tuner"], r["batch"]): r["train_flops"]
+        for r in ok
+        if r["variant"] == "padding-free" and "train_flops" in r
+    }
+    for r in ok:
         key = (r["size"], r["tuner"], r["batch"])
-        r["train_chips_per_s"] = r["batch"] / r["train_s"]
-        if "infer_s" in r:
-            r["infer_chips_per_s"] = r["batch"] / r["infer_s"]
         dtype = step_dtype(r["variant"])
         r["step_dtype"] = dtype
         if "train_flops" in r:
             r["train_flop_per_s"] = r["train_flops"] / r["train_s"]
-            r["utilisation"] = r["train_flop_per_s"] / peaks[dtype]
+            r["utilisation"] = r["train_flop_per_s"] / peaks[dtype]["median"]
+            r["utilisation_best"] = r["train_flops"] / r["train_min_s"] / peaks[dtype]["best"]
         if key in useful:
             # Work the model needs (the padding-free step's FLOPs), whatever this variant computes.
-            r["useful_utilisation"] = useful[key] / r["train_s"] / peaks[dtype]
+            r["useful_utilisation"] = useful[key] / r["train_s"] / peaks[dtype]["median"]
+            r["useful_utilisation_best"] = useful[key] / r["train_min_s"] / peaks[dtype]["best"]
         if key in stock:
-            r["train_speedup"] = stock[key]["train_s"] / r["train_s"]
-            if "infer_s" in r and "infer_s" in stock[key]:
-                r["infer_speedup"] = stock[key]["infer_s"] / r["infer_s"]
+            base = stock[key]
+            for phase in ("train", "infer"):
+                if f"{phase}_s" in r and f"{phase}_s" in base:
+                    r[f"{phase}_speedup"] = base[f"{phase}_s"] / r[f"{phase}_s"]
+                    r[f"{phase}_speedup_min"] = base[f"{phase}_min_s"] / r[f"{phase}_min_s"]
+                    r[f"{phase}_speedup_cpu"] = base[f"{phase}_cpu_s"] / r[f"{phase}_cpu_s"]
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    return format(value, spec) + suffix if isinstance(value, int | float) else "-"
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    head = (
-        "| size | tuner | batch | variant | train s/step | chips/s | speed-up | GFLOP/step | util. | useful util."
-        " | peak GiB | infer s | infer chips/s | infer speed-up |"
-    )
-    lines = [head, "|" + "---|" * 14]
-
-    def fmt(value: Any, spec: str) -> str:
-        return format(value, spec) if isinstance(value, int | float) else "-"
-
+    """Markdown tables: training step, then inference."""
+    lines = [
+        "| size | tuner | batch | variant | dtype | s/step median | min | CPU s | chips/s | speed-up median / min / CPU"
+        " | GFLOP/step | util. median / best | useful util. median / best | peak GiB |",
+        "|" + "---|" * 14,
+    ]
     for r in results:
+        head = f"| {r['size']} | {r['tuner']} | {r['batch']} | {r['variant']} "
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['tuner']} | {r['batch']} | {r['variant']} | error |" + " |" * 9)
+            lines.append(head + "| error |" + " |" * 9)
             continue
         lines.append(
-            f"| {r['size']} | {r['tuner']} | {r['batch']} | {r['variant']} | {fmt(r['train_s'], '.2f')} "
-            f"| {fmt(r['train_chips_per_s'], '.2f')} | {fmt(r.get('train_speedup'), '.2f')}x "
-            f"| {fmt(r.get('train_flops', 0) / 1e9 if 'train_flops' in r else None, '.0f')} "
-            f"| {fmt(100 * r['utilisation'] if 'utilisation' in r else None, '.0f')}% "
-            f"| {fmt(100 * r['useful_utilisation'] if 'useful_utilisation' in r else None, '.0f')}% "
-            f"| {fmt(r['peak_memory_gib'], '.2f')} | {fmt(r.get('infer_s'), '.2f')} "
-            f"| {fmt(r.get('infer_chips_per_s'), '.2f')} | {fmt(r.get('infer_speedup'), '.2f')}x |"
+            head + f"| {r['step_dtype']} | {_fmt(r['train_s'], '.2f')} | {_fmt(r['train_min_s'], '.2f')} "
+            f"| {_fmt(r['train_cpu_s'], '.2f')} | {_fmt(r['train_chips_per_s'], '.3f')} "
+            f"| {_fmt(r.get('train_speedup'), '.2f', 'x')} / {_fmt(r.get('train_speedup_min'), '.2f', 'x')} "
+            f"/ {_fmt(r.get('train_speedup_cpu'), '.2f', 'x')} "
+            f"| {_fmt(r['train_flops'] / 1e9 if 'train_flops' in r else None, '.0f')} "
+            f"| {_fmt(100 * r['utilisation'] if 'utilisation' in r else None, '.0f', '%')} "
+            f"/ {_fmt(100 * r['utilisation_best'] if 'utilisation_best' in r else None, '.0f', '%')} "
+            f"| {_fmt(100 * r['useful_utilisation'] if 'useful_utilisation' in r else None, '.0f', '%')} "
+            f"/ {_fmt(100 * r['useful_utilisation_best'] if 'useful_utilisation_best' in r else None, '.0f', '%')} "
+            f"| {_fmt(r['peak_memory_gib'], '.2f')} |"
         )
+    infer = [r for r in results if "infer_s" in r]
+    if infer:
+        lines += [
+            "",
+            "| size | tuner | batch | variant | inference s median | min | CPU s | chips/s"
+            " | speed-up median / min / CPU |",
+            "|" + "---|" * 9,
+        ]
+        for r in infer:
+            lines.append(
+                f"| {r['size']} | {r['tuner']} | {r['batch']} | {r['variant']} | {_fmt(r['infer_s'], '.2f')} "
+                f"| {_fmt(r['infer_min_s'], '.2f')} | {_fmt(r['infer_cpu_s'], '.2f')} "
+                f"| {_fmt(r['infer_chips_per_s'], '.3f')} | {_fmt(r.get('infer_speedup'), '.2f', 'x')} "
+                f"/ {_fmt(r.get('infer_speedup_min'), '.2f', 'x')} / {_fmt(r.get('infer_speedup_cpu'), '.2f', 'x')} |"
+            )
     return "\n".join(lines)
 
 
@@ -272,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=2, help="chips per step (each chip has 2 modalities)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="repeat all configurations (interleaves machine load)")
     parser.add_argument("--attn", choices=("eager", "sdpa"), default="eager", help="attention of optimised variants")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in workers (0: torch default)")
@@ -287,46 +343,60 @@ def main(argv: list[str] | None = None) -> int:
         result = worker(json.loads(args.worker))
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
-    if args.batch < 1 or args.steps < 1 or args.warmup < 0:
-        parser.error(f"--batch {args.batch}, --steps {args.steps} must be >= 1 and --warmup {args.warmup} >= 0")
+    if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0:
+        parser.error(f"--batch, --steps, --rounds must be >= 1 and --warmup >= 0, got {vars(args)}")
 
     import torch
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.threads:
         torch.set_num_threads(args.threads)
-    peaks_before = {d: matmul_flops(d, device) for d in ("fp32", "bf16")}
+    matmul: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}
+
+    def measure_matmul() -> None:
+        for d in matmul:
+            matmul[d].append(matmul_flops(d, device))
+
+    measure_matmul()
     started = time.time()
-    results = []
-    for size in args.sizes:
-        for tuner in args.tuners:
-            for variant in args.variants:
-                job = {
-                    "size": size, "tuner": tuner, "variant": variant, "batch": args.batch, "steps": args.steps,
-                    "warmup": args.warmup, "attn": args.attn, "device": device, "threads": args.threads,
-                    "inference": args.inference, "flops": args.flops,
-                }  # fmt: skip
-                result = run_job(job, args.timeout)
-                results.append(result)
-                status = result.get("error", "").strip().splitlines()[-1:] or [f"{result.get('train_s', 0):.2f} s"]
-                print(f"{size} {tuner} {variant}: {status[0]}", file=sys.stderr, flush=True)
-    peaks_after = {d: matmul_flops(d, device) for d in ("fp32", "bf16")}
-    peaks = {d: max(peaks_before[d], peaks_after[d]) for d in peaks_before}
+    raw = []
+    for round_index in range(args.rounds):
+        for size in args.sizes:
+            for tuner in args.tuners:
+                for variant in args.variants:
+                    job = {
+                        "size": size, "tuner": tuner, "variant": variant, "batch": args.batch, "steps": args.steps,
+                        "warmup": args.warmup, "attn": args.attn, "device": device, "threads": args.threads,
+                        "inference": args.inference, "flops": args.flops and round_index == 0,
+                    }  # fmt: skip
+                    result = run_job(job, args.timeout)
+                    raw.append(result)
+                    times = result.get("train_times_s", [0.0])
+                    status = result.get("error", "").strip().splitlines()[-1:] or [
+                        f"{statistics.median(times):.2f} s/step, peak {result['peak_memory_gib']:.2f} GiB"
+                    ]
+                    print(f"round {round_index} {size} {tuner} {variant}: {status[0]}", file=sys.stderr, flush=True)
+                    # Between configurations: the matmul reference sees the same machine load as the steps.
+                    measure_matmul()
+    # The machine's limit: the best of all matmul measurements (others share these cores; see docs/benchmarks.md).
+    peaks = {d: {"median": max(m[0] for m in v), "best": max(m[1] for m in v)} for d, v in matmul.items()}
+    results = merge_rounds(raw)
     summarise(results, peaks)
     report = {
         "device": device,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
-        "matmul_flop_per_s": {"before": peaks_before, "after": peaks_after, "used": peaks},
+        "matmul_flop_per_s": {"used": peaks, "measurements": matmul},
         "wall_s": time.time() - started,
         "args": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
         "results": results,
     }
     print(
-        f"matmul 2048^2 on {device}: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s "
-        f"(before {peaks_before['fp32'] / 1e9:.0f}/{peaks_before['bf16'] / 1e9:.0f}, "
-        f"after {peaks_after['fp32'] / 1e9:.0f}/{peaks_after['bf16'] / 1e9:.0f})"
+        f"matmul 2048^2 on {device}: fp32 {peaks['fp32']['median'] / 1e9:.0f} GFLOP/s "
+        f"(best {peaks['fp32']['best'] / 1e9:.0f}), "
+        f"bf16 {peaks['bf16']['median'] / 1e9:.0f} GFLOP/s (best {peaks['bf16']['best'] / 1e9:.0f}), "
+        f"best of {len(matmul['fp32'])} measurements"
     )
     print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
