@@ -419,6 +419,11 @@ def predict_scene(
         ValueError / FileNotFoundError: bad input, with the file and the problem named.
     """
     start_time = time.perf_counter()
+    # Output folders first: they are cheap to check, loading the model is not.
+    check_output_path(output, [])
+    for extra, what in ((confidence, "confidence"), (preview, "preview")):
+        if extra is not None:
+            check_output_path(extra, [], what)
     loaded = load_mfnet(model, base_model=base_model)
     config = mfnet_of(loaded).config
     rasters_ = check_rasters(rasters, config)

@@ -151,7 +151,11 @@ def write_preview(
             figure.colorbar(shown, ax=ax, fraction=0.046, pad=0.02, label="height")
     present = set(np.unique(class_ids).tolist())
     handles = [
-        Patch(facecolor=(colours[k][0] / 255, colours[k][1] / 255, colours[k][2] / 255), edgecolor="black", label=f"{k}: {names[k]}")
+        Patch(
+            facecolor=(colours[k][0] / 255, colours[k][1] / 255, colours[k][2] / 255),
+            edgecolor="black",
+            label=f"{k}: {names[k]}",
+        )
         for k in range(len(names))
     ]
     if NODATA in present:
