@@ -1,8 +1,9 @@
 """How far bf16 (autocast, bf16 frozen weights) and padding-free inference move a trained MFNet's predictions.
 
 Loads a trained adapter folder (as written by training), generates demo scenes (`mfpeft.data.demo`), scales
-them as the demo preset does (optical / 255, DSM min-max over the scene), cuts chips of the model's size at half-chip stride and
-compares, against the stock fp32 path: the argmax agreement over all pixels and the largest logit difference.
+them as the demo preset does (optical / 255, DSM min-max over the scene), cuts chips of the model's size at
+half-chip stride and compares, against the stock fp32 path: the argmax agreement over all pixels and the largest
+logit difference.
 
     python benchmarks/bench_bf16_agreement.py --adapter /tmp/runs/mmlora/best --base-model /tmp/runs/mmlora/base-model
 """
