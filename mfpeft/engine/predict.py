@@ -23,6 +23,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -490,6 +491,14 @@ def predict_scene(
         ref_nodata = reference.nodata
         # Integer rasters without a nodata value cannot hold a missing pixel: skip the mask reads.
         check_missing = ref_nodata is not None or np.dtype(reference.dtypes[0]).kind == "f"
+        mask_reader = None
+        if check_missing:
+            # The first raster alone, on its own full grid (hence the row0/col0 offsets), unscaled.
+            first = modalities[0]
+            mask_tile = Tile(name=tile.name, modalities={first: rasters_[first]}, bands={first: reader.bands[first]})
+            mask_reader = stack.enter_context(
+                TileReader(mask_tile, [first], scaling={first: Scaling(mode="none")}, labels="none")
+            )
 
         model_ = loaded.eval().to(torch_device)
         profile: dict[str, Any] = {
@@ -530,8 +539,10 @@ def predict_scene(
                 rows = band.class_ids.shape[0]
                 class_ids = band.class_ids
                 conf = band.confidence
-                if check_missing:
-                    raw = reader.read_raw(modalities[0], ChipWindow(band.row_start, 0, rows, reader.width))
+                if mask_reader is not None:
+                    raw = mask_reader.read_raw(
+                        modalities[0], ChipWindow(row0 + band.row_start, col0, rows, reader.width)
+                    )
                     missing = np.isnan(raw).all(axis=0)
                     if missing.any():
                         class_ids = class_ids.copy()
@@ -553,14 +564,29 @@ def predict_scene(
                 weights=window_weights(chip, weights), device=torch_device,
             )  # fmt: skip
             windows = stitcher.windows
-            buffers = {m: np.zeros((batch_size, channels[m], chip, chip), np.float32) for m in modalities}
-            for first in range(0, len(windows), batch_size):
-                batch = windows[first : first + batch_size]
-                # One reused host buffer per modality: fresh multi-MB arrays per batch fragment the C heap.
-                for i, window in enumerate(batch):
+            batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
+            # Two reused host buffers per modality (fresh multi-MB arrays per batch fragment the C heap): a
+            # background thread reads the next batch into one while the model runs on the other. Only that
+            # thread touches `reader`; the nodata mask has its own reader (GDAL handles are not thread-safe).
+            buffers = [
+                {m: np.zeros((batch_size, channels[m], chip, chip), np.float32) for m in modalities} for _ in range(2)
+            ]
+
+            def read_batch(index: int) -> dict[str, npt.NDArray[np.float32]]:
+                target = buffers[index % 2]
+                for i, window in enumerate(batches[index]):
                     for m, values in reader.read(window)["pixel_values"].items():
-                        buffers[m][i] = values
-                pixel_values = {m: torch.from_numpy(buffers[m][: len(batch)]).to(torch_device) for m in modalities}
+                        target[m][i] = values
+                return target
+
+            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfpeft-read"))
+            pending = pool.submit(read_batch, 0) if batches else None
+            for index, batch in enumerate(batches):
+                assert pending is not None  # submitted for every index < len(batches)
+                host = pending.result()
+                if index + 1 < len(batches):
+                    pending = pool.submit(read_batch, index + 1)
+                pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(torch_device) for m in modalities}
                 logits = chip_logits(model_, pixel_values, tta=tta, bf16=use_bf16)
                 for band in stitcher.push_batch(batch, logits):
                     write_band(band)
