@@ -64,7 +64,6 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         return self.tiles[0].label_encoding.classes
 
     def _open(self, tile: Tile, statistics: Mapping[str, TileStatistics] | None = None) -> TileReader:
-        in_worker = torch.utils.data.get_worker_info() is not None
         return TileReader(
             tile,
             self.modalities,
@@ -72,7 +71,6 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
             scaling=self.scaling,
             labels=self.labels,
             statistics=statistics,
-            decode_threads=1 if in_worker else "ALL_CPUS",
         )
 
     def reader(self, index: int) -> TileReader:
