@@ -105,10 +105,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     model = build_model()
     baseline = rss_mb()
     bf16: Any = spec["bf16"] if spec["bf16"] == "auto" else spec["bf16"] == "on"
+    prefetch = {"auto": None, "on": True, "off": False}[spec.get("prefetch", "auto")]
     start = time.perf_counter()
     result = predict_scene(
         model, spec["rasters"], spec["output"], stride=spec["stride"], batch_size=spec["batch_size"],
-        device=spec["device"], bf16=bf16,
+        device=spec["device"], bf16=bf16, prefetch=prefetch,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     return {
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--bf16", choices=("auto", "on", "off"), default="off")
+    parser.add_argument("--prefetch", choices=("auto", "on", "off"), default="auto", help="background reading")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in the child (0: torch's default)")
     parser.add_argument("--workdir", type=Path, help="where scenes are generated and kept (default: a temp dir)")
     parser.add_argument("--json", type=Path, default=Path("bench_predict.json"))
@@ -148,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         spec = {
             "size": size, "rasters": {k: str(v) for k, v in rasters.items()},
             "output": str(workdir / f"out_{size}.tif"), "stride": args.stride, "batch_size": args.batch_size,
-            "device": args.device, "bf16": args.bf16, "threads": args.threads,
+            "device": args.device, "bf16": args.bf16, "threads": args.threads, "prefetch": args.prefetch,
         }  # fmt: skip
         out = workdir / f"result_{size}.json"
         command = [sys.executable, __file__, "--worker", json.dumps(spec), "--worker-out", str(out)]
@@ -169,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak memory {rows[-1]['size']}^2 / {rows[0]['size']}^2 = {ratio:.2f} (acceptance <= 1.3: {verdict})")
     report = {
         "rows": rows, "peak_ratio": ratio, "pass": ok, "stride": args.stride, "batch_size": args.batch_size,
-        "device": args.device, "bf16": args.bf16, "cpu_count": os.cpu_count(),
+        "device": args.device, "bf16": args.bf16, "prefetch": args.prefetch, "cpu_count": os.cpu_count(),
     }  # fmt: skip
     args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")

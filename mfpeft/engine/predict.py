@@ -384,6 +384,7 @@ def predict_scene(
     base_model: str | Path | None = None,
     progress: ProgressCallback | None = None,
     gdal_cache_mb: int | None = None,
+    prefetch: bool | None = None,
 ) -> PredictionResult:
     """Label a whole scene with an MFNet and write a georeferenced class-id GeoTIFF.
 
@@ -412,6 +413,9 @@ def predict_scene(
         progress: called with ``(rows_written, total_rows)`` after each written band.
         gdal_cache_mb: GDAL's block cache while predicting (default :func:`block_cache_mb`: what the sliding
             window re-reads, so memory does not grow with a cache filled by blocks that are never read again).
+        prefetch: read the next batch in a background thread while the model runs. Default: on for
+            accelerators (reading then overlaps GPU compute), off on CPU (the model already uses every core,
+            and the extra thread's malloc arena costs memory).
 
     Returns:
         A :class:`PredictionResult`.
@@ -450,6 +454,7 @@ def predict_scene(
         raise ValueError(f"{confidence_path}: the confidence raster needs a path of its own, not the output's")
     torch_device = resolve_device(device)
     use_bf16 = _use_bf16(bf16, torch_device)
+    use_prefetch = torch_device.type != "cpu" if prefetch is None else bool(prefetch)
     names = class_names_of(config)
     num_labels = len(names)
 
@@ -579,13 +584,17 @@ def predict_scene(
                         target[m][i] = values
                 return target
 
-            pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfpeft-read"))
-            pending = pool.submit(read_batch, 0) if batches else None
+            if use_prefetch:
+                pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfpeft-read"))
+                pending = pool.submit(read_batch, 0) if batches else None
             for index, batch in enumerate(batches):
-                assert pending is not None  # submitted for every index < len(batches)
-                host = pending.result()
-                if index + 1 < len(batches):
-                    pending = pool.submit(read_batch, index + 1)
+                if use_prefetch:
+                    assert pending is not None  # submitted for every index < len(batches)
+                    host = pending.result()
+                    if index + 1 < len(batches):
+                        pending = pool.submit(read_batch, index + 1)
+                else:
+                    host = read_batch(index)
                 pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(torch_device) for m in modalities}
                 logits = chip_logits(model_, pixel_values, tta=tta, bf16=use_bf16)
                 for band in stitcher.push_batch(batch, logits):

@@ -128,22 +128,23 @@ def reference_prediction(
 
 
 @pytest.mark.parametrize(
-    ("height", "width", "stride", "weights"),
+    ("height", "width", "stride", "weights", "prefetch"),
     [
-        (300, 310, 100, "uniform"),  # sizes not divisible by the stride: last window snapped inside
-        (200, 150, 64, "uniform"),  # smaller than a chip along both axes: one padded chip
-        (180, 530, 128, "gaussian"),  # shorter than a chip, several windows across
-        (512, 256, 256, "cosine"),  # exact fit
+        (300, 310, 100, "uniform", True),  # sizes not divisible by the stride: last window snapped inside
+        (200, 150, 64, "uniform", False),  # smaller than a chip along both axes: one padded chip
+        (180, 530, 128, "gaussian", True),  # shorter than a chip, several windows across
+        (512, 256, 256, "cosine", False),  # exact fit
     ],
 )
 def test_streamed_prediction_equals_in_memory_reference(
-    tmp_path: Path, model: MFNetForSegmentation, height: int, width: int, stride: int, weights: str
+    tmp_path: Path, model: MFNetForSegmentation, height: int, width: int, stride: int, weights: str, prefetch: bool
 ) -> None:
     rasters = write_scene(tmp_path, height, width)
     out, conf = tmp_path / "labels.tif", tmp_path / "confidence.tif"
     result = predict_scene(
-        model, rasters, out, stride=stride, batch_size=3, weights=weights, confidence=conf, device="cpu", bf16=False
-    )
+        model, rasters, out, stride=stride, batch_size=3, weights=weights, confidence=conf, device="cpu", bf16=False,
+        prefetch=prefetch,
+    )  # fmt: skip
     expected_ids, expected_conf = reference_prediction(model, rasters, stride, 3, weights)
     with rasterio.open(out) as src:
         got = src.read(1)
@@ -161,7 +162,9 @@ def test_output_georeferencing_colour_table_names_and_nodata(tmp_path: Path, mod
     dsm = np.linspace(10, 40, 120 * 140, dtype=np.float32).reshape(1, 120, 140)
     shifted = write_raster(tmp_path / "dsm_1m.tif", dsm, from_origin(ORIGIN[0] + 20, ORIGIN[1] - 10, 1.0, 1.0))
     out = tmp_path / "labels.tif"
-    predict_scene(model, {"optical": rasters["optical"], "dsm": shifted}, out, stride=128, cog=True, device="cpu")
+    predict_scene(
+        model, {"optical": rasters["optical"], "dsm": shifted}, out, stride=128, cog=True, device="cpu", prefetch=True
+    )
     with rasterio.open(rasters["optical"]) as src:
         crs, transform, shape = src.crs, src.transform, (src.height, src.width)
         optical_missing = (src.read() == 0).all(axis=0)
