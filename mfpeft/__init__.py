@@ -10,6 +10,16 @@ from .models import (
 )
 from .tuners import MMAdapterConfig, MMLoraConfig, MultimodalPeftType
 
+
+def __getattr__(name: str) -> object:
+    # Prediction pulls in rasterio and the data stack: imported on first use.
+    if name in ("predict_scene", "PredictionResult"):
+        from .engine import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -18,8 +28,10 @@ __all__ = [
     "MMAdapterConfig",
     "MMLoraConfig",
     "MultimodalPeftType",
+    "PredictionResult",
     "SamLoadError",
     "load_sam_vision_encoder",
+    "predict_scene",
     "push_adapter_to_hub",
     "sam_vision_config",
 ]

@@ -27,7 +27,8 @@ PAPER_PRESET: dict[str, Any] = dict(
     eval_stride=32,
 )
 
-# A tiny random SAM on the built-in demo city: a pipeline check that finishes in minutes on a 2-core CPU.
+# A tiny random SAM on the built-in demo city, 128-pixel chips: a pipeline check that finishes in minutes on a
+# 2-core CPU.
 DEMO_PRESET: dict[str, Any] = dict(
     base_model="random:tiny",
     dataset="demo",
@@ -35,13 +36,13 @@ DEMO_PRESET: dict[str, Any] = dict(
     momentum=0.9,
     weight_decay=5e-4,
     epochs=1,
-    steps_per_epoch=240,
+    steps_per_epoch=200,
     lr_milestones=[],
-    batch_size=4,
-    chip_size=256,
-    eval_stride=128,
-    eval_every=80,
-    checkpoint_every=80,
+    batch_size=8,
+    chip_size=128,
+    eval_stride=64,
+    eval_every=50,
+    checkpoint_every=50,
     output_dir="outputs/demo",
 )
 

@@ -48,6 +48,10 @@ class MFNetPreTrainedModel(PreTrainedModel):
             table = getattr(module, name, None)
             if isinstance(table, nn.Parameter):
                 table.zero_()
+        if isinstance(module, MFNetForSegmentation):
+            # Non-persistent buffers are not in checkpoints: a model built on the meta device by
+            # `from_pretrained` must get them from the config here.
+            module.set_input_normalisation()
 
 
 class MFNetForSegmentation(MFNetPreTrainedModel):
@@ -76,11 +80,22 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
             use_skips=config.use_dfm,
         )
         for name in config.modality_names:
-            mean = torch.tensor(config.input_mean.get(name, [0.0]), dtype=torch.float32)
-            std = torch.tensor(config.input_std.get(name, [1.0]), dtype=torch.float32)
-            self.register_buffer(f"_mean_{name}", mean.view(1, -1, 1, 1), persistent=False)
-            self.register_buffer(f"_std_{name}", std.view(1, -1, 1, 1), persistent=False)
+            self.register_buffer(f"_mean_{name}", torch.zeros(1, 1, 1, 1), persistent=False)
+            self.register_buffer(f"_std_{name}", torch.ones(1, 1, 1, 1), persistent=False)
+        self.set_input_normalisation()
         self.post_init()
+
+    @torch.no_grad()
+    def set_input_normalisation(self) -> None:
+        """(Re)fill the per-modality mean/std buffers (1, C, 1, 1) from the config."""
+        for name in self.config.modality_names:
+            for prefix, values, default in (
+                ("_mean_", self.config.input_mean, 0.0),
+                ("_std_", self.config.input_std, 1.0),
+            ):
+                buffer = getattr(self, prefix + name)
+                value = torch.tensor(values.get(name, [default]), dtype=torch.float32, device=buffer.device)
+                setattr(self, prefix + name, value.view(1, -1, 1, 1))
 
     @property
     def head_module_names(self) -> list[str]:

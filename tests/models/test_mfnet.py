@@ -295,3 +295,13 @@ def test_readme_load_and_predict_snippet_runs(tmp_path: Path, monkeypatch: pytes
     exec(compile(block, "README.md", "exec"), namespace)
     logits = namespace["logits"]
     assert isinstance(logits, torch.Tensor) and logits.shape == (1, 6, 256, 256)
+
+
+def test_full_checkpoint_round_trip_keeps_input_normalisation(tmp_path: Path) -> None:
+    config = tiny_config(input_mean={"dsm": [0.25]}, input_std={"dsm": [0.5]})
+    model = MFNetForSegmentation(config).eval()
+    model.save_pretrained(tmp_path)
+    loaded = MFNetForSegmentation.from_pretrained(tmp_path).eval()
+    x = inputs(config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixel_values=x).logits, model(pixel_values=x).logits)
