@@ -201,7 +201,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 def run_job(job: dict[str, Any], timeout: float) -> dict[str, Any]:
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
         command = [sys.executable, __file__, "--worker", json.dumps(job), "--worker-out", out.name]
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        env = {**os.environ, **job.get("env", {})}
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode:
             return {**{k: job[k] for k in ("size", "tuner", "variant", "batch")}, "error": proc.stderr[-2000:]}
         return dict(json.loads(Path(out.name).read_text()))
@@ -331,6 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attn", choices=("eager", "sdpa"), default="eager", help="attention of optimised variants")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads in workers (0: torch default)")
+    parser.add_argument(
+        "--env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment of the worker processes, e.g. MALLOC_MMAP_THRESHOLD_=65536 (glibc returns freed blocks)",
+    )
     parser.add_argument("--no-inference", dest="inference", action="store_false")
     parser.add_argument("--no-flops", dest="flops", action="store_false")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
@@ -343,6 +351,8 @@ def main(argv: list[str] | None = None) -> int:
         result = worker(json.loads(args.worker))
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
+    if any("=" not in item for item in args.env):
+        parser.error(f"--env takes KEY=VALUE items, got {args.env}")
     if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0:
         parser.error(f"--batch, --steps, --rounds must be >= 1 and --warmup >= 0, got {vars(args)}")
 
@@ -368,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
                         "size": size, "tuner": tuner, "variant": variant, "batch": args.batch, "steps": args.steps,
                         "warmup": args.warmup, "attn": args.attn, "device": device, "threads": args.threads,
                         "inference": args.inference, "flops": args.flops and round_index == 0,
+                        "env": dict(item.split("=", 1) for item in args.env),
                     }  # fmt: skip
                     result = run_job(job, args.timeout)
                     raw.append(result)
