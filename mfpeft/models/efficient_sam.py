@@ -311,7 +311,8 @@ def optimize_sam_encoder(
     """Switch on encoder optimisations in place; see `SamEncoderOptimizations` for the flags.
 
     `model` is a `SamVisionEncoder` or any module holding one (MFNet, a peft model); apply before or after
-    `peft.get_peft_model`. Calling again replaces the previous settings. With ``frozen_dtype`` the frozen
+    `peft.get_peft_model`. Calling again replaces the previous settings (weights stored in bf16 by an earlier call
+    get their dtype back when ``frozen_dtype`` is None, keeping the bf16 rounding). With ``frozen_dtype`` the frozen
     Linear/Conv2d weights (``requires_grad=False``, not tuner weights) are cast in place; tuner weights added later
     are created in fp32 by the tuners.
 
@@ -326,7 +327,10 @@ def optimize_sam_encoder(
         attention=attention,
     )
     encoder = find_sam_encoder(model)
-    if opts.frozen_dtype is not None:
+    if opts.frozen_dtype is None:
+        # An earlier call may have stored the weights in bf16; without autocast they must be fp32 again.
+        _restore_dtypes(encoder)
+    else:
         originals: dict[str, torch.dtype] = getattr(encoder, "_mfpeft_original_dtypes", {})
         names = {id(p): n for n, p in encoder.named_parameters()}
         for param in _frozen_matmul_parameters(encoder):
@@ -365,10 +369,7 @@ def restore_sam_encoder(model: nn.Module) -> None:
     Weights stored in bf16 come back in their original dtype but keep the bf16 rounding.
     """
     encoder = find_sam_encoder(model)
-    originals: dict[str, torch.dtype] = getattr(encoder, "_mfpeft_original_dtypes", {})
-    for name, param in encoder.named_parameters():
-        if name in originals:
-            param.data = param.data.to(originals[name])
+    _restore_dtypes(encoder)
     for layer in encoder.layers:
         if isinstance(layer, EfficientSamVisionLayer):
             layer.__class__ = SamVisionLayer  # type: ignore[assignment]
@@ -376,6 +377,13 @@ def restore_sam_encoder(model: nn.Module) -> None:
     if isinstance(encoder, EfficientSamVisionEncoder):
         encoder.__class__ = SamVisionEncoder  # type: ignore[assignment]
         del encoder._mfpeft_optimizations
+
+
+def _restore_dtypes(encoder: nn.Module) -> None:
+    originals: dict[str, torch.dtype] = getattr(encoder, "_mfpeft_original_dtypes", {})
+    for name, param in encoder.named_parameters():
+        if name in originals:
+            param.data = param.data.to(originals[name])
     if hasattr(encoder, "_mfpeft_original_dtypes"):
         del encoder._mfpeft_original_dtypes
 

@@ -218,3 +218,11 @@ def test_bad_settings_name_the_field(settings: dict[str, object], field: str) ->
 def test_model_without_sam_encoder_is_rejected() -> None:
     with pytest.raises(ValueError, match="no transformers SamVisionEncoder"):
         optimize_sam_encoder(torch.nn.Linear(2, 2))
+
+
+def test_switching_from_bf16_weights_back_to_fp32_runs() -> None:
+    model = tuned_sam("mmlora")
+    optimize_sam_encoder(model, frozen_dtype="bf16")
+    optimize_sam_encoder(model, checkpoint_frozen=True)
+    assert all(p.dtype is torch.float32 for p in model.parameters())
+    assert output_and_grads(model, images())[0].dtype is torch.float32
