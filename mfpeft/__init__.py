@@ -5,6 +5,7 @@ from .models import (
     MFNetForSegmentation,
     SamLoadError,
     load_sam_vision_encoder,
+    optimize_sam_encoder,
     push_adapter_to_hub,
     sam_vision_config,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "PredictionResult",
     "SamLoadError",
     "load_sam_vision_encoder",
+    "optimize_sam_encoder",
     "predict_scene",
     "push_adapter_to_hub",
     "sam_vision_config",

@@ -88,6 +88,12 @@ class TrainingArguments:
     mixed_precision: str = field(default="no", metadata={"help": f"one of {MIXED_PRECISION}"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "checkpoint the frozen encoder blocks"})
     attn_implementation: str = field(default="eager", metadata={"help": "eager or sdpa"})
+    padding_free: bool = field(
+        default=False, metadata={"help": "skip the wasted work of SAM's window padding (exact; docs/benchmarks.md)"}
+    )
+    encoder_dtype: str = field(
+        default="fp32", metadata={"help": "frozen encoder: fp32, bf16-autocast, or bf16 (bf16-stored weights)"}
+    )
     checkpoint_every: int | None = field(default=None, metadata={"help": "save a resumable state every N steps"})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "resumable states kept"})
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "latest or a checkpoint folder"})
@@ -109,6 +115,8 @@ class TrainingArguments:
             raise ValueError(f"mixed_precision={self.mixed_precision!r} is not one of {MIXED_PRECISION}")
         if self.rel_pos not in ("pretrained", "zero"):
             raise ValueError(f"rel_pos={self.rel_pos!r} must be 'pretrained' or 'zero'")
+        if self.encoder_dtype not in ("fp32", "bf16-autocast", "bf16"):
+            raise ValueError(f"encoder_dtype={self.encoder_dtype!r} must be fp32, bf16-autocast or bf16")
         if self.attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation={self.attn_implementation!r} must be 'eager' or 'sdpa'")
         for name in ("rank", "epochs", "steps_per_epoch", "batch_size", "chip_size", "eval_stride",

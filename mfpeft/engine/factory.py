@@ -76,6 +76,15 @@ def build_model(
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = get_peft_model(model, tuner_config(args, len(modality_channels)))
+    if args.padding_free or args.encoder_dtype != "fp32":
+        from ..models.efficient_sam import optimize_sam_encoder
+
+        optimize_sam_encoder(
+            peft_model,
+            padding_free=args.padding_free,
+            frozen_dtype="bf16" if args.encoder_dtype == "bf16" else None,
+            autocast_dtype="bf16" if args.encoder_dtype != "fp32" else None,
+        )
     if args.tuner == "none":
         for name, param in peft_model.named_parameters():
             if "mmlora_" in name:

@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 from .adapter_io import push_adapter_to_hub
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
+from .efficient_sam import optimize_sam_encoder, optimized_sam_encoder, restore_sam_encoder
 from .fusion import DeepFusionModule, LayerNorm2d, SimpleFeaturePyramid, SqueezeExcitation
 from .modeling_mfnet import MFNetForSegmentation, MFNetPreTrainedModel
 from .sam import SamLoadError, load_sam_vision_encoder, sam_vision_config
@@ -24,6 +25,9 @@ __all__ = [
     "SqueezeExcitation",
     "UNetFormerDecoder",
     "load_sam_vision_encoder",
+    "optimize_sam_encoder",
+    "optimized_sam_encoder",
     "push_adapter_to_hub",
+    "restore_sam_encoder",
     "sam_vision_config",
 ]

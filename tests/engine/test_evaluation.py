@@ -71,11 +71,21 @@ def _evaluate_in_process(out_dir: str) -> None:
 
 
 def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None:
-    from accelerate import debug_launcher
+    import subprocess
+    import sys
 
     get_source("demo")  # generate the demo set once, before the processes start
     _evaluate_in_process(str(tmp_path))
-    debug_launcher(_evaluate_in_process, args=(str(tmp_path),), num_processes=2)
+    # Two gloo processes forked from a fresh interpreter: forking this test process, whose OpenMP pool is
+    # already running, can deadlock the children.
+    script = (
+        "from accelerate import debug_launcher\n"
+        "from tests.engine.test_evaluation import _evaluate_in_process\n"
+        f"debug_launcher(_evaluate_in_process, args=({str(tmp_path)!r},), num_processes=2)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
     single = json.loads((tmp_path / "rank0-of-1.json").read_text())
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}-of-2.json").read_text()) == single

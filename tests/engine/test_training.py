@@ -42,8 +42,9 @@ def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:
         ["--modalities", "optical"],
         ["--no-dfm"],
         ["--train-fraction", "0.5"],
+        ["--padding-free", "--encoder-dtype", "bf16", "--gradient-checkpointing"],
     ],
-    ids=["mmlora", "mmadapter", "lora", "adapter", "frozen", "optical-only", "no-dfm", "half-data"],
+    ids=["mmlora", "mmadapter", "lora", "adapter", "frozen", "optical-only", "no-dfm", "half-data", "fast-encoder"],
 )
 def test_every_ablation_switch_trains_and_saves(tmp_path: Path, extra: list[str]) -> None:
     args = smoke_args(tmp_path, *extra)
