@@ -74,8 +74,14 @@ def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None
     import subprocess
     import sys
 
+    from accelerate.state import AcceleratorState, GradientState
+
     get_source("demo")  # generate the demo set once, before the processes start
-    _evaluate_in_process(str(tmp_path))
+    try:
+        _evaluate_in_process(str(tmp_path))
+    finally:  # Accelerate keeps process-wide singletons: do not leak this one into other tests
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
     # Two gloo processes forked from a fresh interpreter: forking this test process, whose OpenMP pool is
     # already running, can deadlock the children.
     script = (

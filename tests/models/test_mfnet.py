@@ -283,9 +283,9 @@ def test_bad_adapter_folders_get_clear_errors(tmp_path: Path) -> None:
 
 
 def test_readme_load_and_predict_snippet_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The README's three-line snippet, run verbatim against an adapter saved here."""
-    peft_model, _ = build_trained(tmp_path, "mmlora")
-    peft_model.save_pretrained(tmp_path / "outputs" / "demo")
+    """The README's three-line snippet, run verbatim against an adapter saved here (128-pixel chips, as the demo)."""
+    model = MFNetForSegmentation.from_sam(save_native_sam(tmp_path / "sam"), image_size=128)
+    get_peft_model(model, mfpeft.MMLoraConfig()).save_pretrained(tmp_path / "outputs" / "demo")
     text = README.read_text()
     block = text.split("<!-- snippet:load-and-predict -->", 1)[1].split("```python", 1)[1].split("```", 1)[0]
     code_lines = [line for line in block.strip().splitlines() if line.strip()]
@@ -294,7 +294,7 @@ def test_readme_load_and_predict_snippet_runs(tmp_path: Path, monkeypatch: pytes
     namespace: dict[str, object] = {}
     exec(compile(block, "README.md", "exec"), namespace)
     logits = namespace["logits"]
-    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 6, 256, 256)
+    assert isinstance(logits, torch.Tensor) and logits.shape == (1, 6, 128, 128)
 
 
 def test_full_checkpoint_round_trip_keeps_input_normalisation(tmp_path: Path) -> None:
