@@ -154,15 +154,24 @@ def train(args: TrainingArguments) -> TrainResult:
     scheduler = torch.optim.lr_scheduler.MultiStepLR(
         optimizer, milestones=[m * args.steps_per_epoch for m in args.lr_milestones], gamma=args.lr_gamma
     )
+    # The loader gets its own generator: creating an iterator draws a seed from it, and drawing from the global
+    # RNG instead would shift dropout after a resume (a new iterator is made there) and break exact resumption.
     loader = DataLoader(
-        train_set, batch_size=args.batch_size, shuffle=False, collate_fn=collate_chips, num_workers=args.num_workers,
+        train_set,
+        batch_size=args.batch_size,
+        collate_fn=collate_chips,
+        num_workers=args.num_workers,
         drop_last=True,
-    )  # fmt: skip
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     state = TrainState()
     accelerator.register_for_checkpointing(scheduler, state)
     if resume_path is not None:
         accelerator.load_state(str(resume_path))
+        # Continue the automatic checkpoint numbering after the newest existing state.
+        existing = [int(p.name.split("_")[-1]) for p in (output_dir / CHECKPOINT_DIR).glob("checkpoint_*")]
+        accelerator.project_configuration.iteration = max(existing, default=-1) + 1
         say(f"Resumed from {resume_path} at step {state.step}")
     if args.report_to:
         accelerator.init_trackers("mfpeft", config={k: str(v) for k, v in args.to_json().items()})
@@ -179,7 +188,7 @@ def train(args: TrainingArguments) -> TrainResult:
     total = args.total_steps
     eval_every = args.eval_every or args.steps_per_epoch
     progress = tqdm(total=total, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
-    started, running = time.time(), 0.0
+    started, running = time.time(), float("nan")
     model.train()
     while state.step < total:
         epoch = state.step // args.steps_per_epoch
@@ -194,7 +203,7 @@ def train(args: TrainingArguments) -> TrainResult:
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
             loss = outputs.loss.detach().float().item()
-            running = loss if state.step == 1 else 0.9 * running + 0.1 * loss
+            running = loss if math.isnan(running) else 0.9 * running + 0.1 * loss
             progress.update(1)
             progress.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2g}")
             accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.step)

@@ -76,29 +76,8 @@ def test_frozen_encoder_run_trains_only_the_head(tmp_path: Path) -> None:
     assert lora_b and all(not v.any() for v in lora_b), "frozen-encoder run must leave B = 0"
 
 
-def test_a_run_writes_its_outputs_and_pushes_the_adapter(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-
-    uploaded: dict[str, bytes] = {}
-
-    def fake_create_commit(self, repo_id, operations, **kwargs):  # type: ignore[no-untyped-def]
-        for op in operations:
-            source = op.path_or_fileobj
-            uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
-        return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
-            commit_message="",
-            commit_description="",
-            oid="0" * 40,
-        )
-
-    monkeypatch.setattr(
-        huggingface_hub.HfApi,
-        "create_repo",
-        lambda self, *a, **k: huggingface_hub.RepoUrl("https://huggingface.co/user/mfnet-demo"),
-    )
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
-    monkeypatch.setenv("HF_TOKEN", "hf_fake")
+def test_a_run_writes_its_outputs_and_pushes_the_adapter(tmp_path: Path, hub_uploads: dict[str, bytes]) -> None:
+    uploaded = hub_uploads
     result = train(
         smoke_args(tmp_path, "--checkpoint-every", "1", "--checkpoints-total-limit", "1",
                    "--push-to-hub", "user/mfnet-demo")

@@ -12,9 +12,7 @@ from hypothesis.extra.numpy import arrays
 from mfpeft.metrics import ConfusionMatrix, confusion_matrix, per_sample_confusion
 
 
-def naive_confusion(
-    pred: np.ndarray, ref: np.ndarray, num_labels: int, ignore_index: int | None
-) -> np.ndarray:
+def naive_confusion(pred: np.ndarray, ref: np.ndarray, num_labels: int, ignore_index: int | None) -> np.ndarray:
     matrix = np.zeros((num_labels, num_labels), dtype=np.int64)
     for p, r in zip(pred.ravel().tolist(), ref.ravel().tolist()):
         if ignore_index is not None and r == ignore_index:
@@ -50,13 +48,9 @@ def test_agrees_with_explicit_loops_numpy_and_torch(case: tuple[np.ndarray, np.n
     pred, ref, num_labels = case
     expected = naive_confusion(pred, ref, num_labels, 255)
     np.testing.assert_array_equal(confusion_matrix(pred, ref, num_labels), expected)
-    np.testing.assert_array_equal(
-        confusion_matrix(torch.from_numpy(pred), torch.from_numpy(ref), num_labels), expected
-    )
+    np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(ref), num_labels), expected)
     # Narrow storage types count the same.
-    np.testing.assert_array_equal(
-        confusion_matrix(pred.astype(np.uint8), ref.astype(np.uint8), num_labels), expected
-    )
+    np.testing.assert_array_equal(confusion_matrix(pred.astype(np.uint8), ref.astype(np.uint8), num_labels), expected)
 
 
 def test_ignore_index_none_counts_everything() -> None:

@@ -47,8 +47,7 @@ def test_loads_offline_and_agrees_with_segmentation_scores(tmp_path: Path) -> No
 
     for prediction, reference in zip(predictions, references):
         metric.add_batch(predictions=[prediction], references=[reference])
-    got = metric.compute(num_labels=6, ignore_index=255, score_classes=[0, 1, 2, 3, 4],
-                         class_names=list("abcdef"))
+    got = metric.compute(num_labels=6, ignore_index=255, score_classes=[0, 1, 2, 3, 4], class_names=list("abcdef"))
 
     pooled = sum(confusion_matrix(p, r, 6) for p, r in zip(predictions, references))
     expected = segmentation_scores(pooled, class_names=list("abcdef"), score_classes=range(5))

@@ -210,32 +210,15 @@ def test_base_model_override_and_continued_training(tmp_path: Path) -> None:
     assert not any("vision_encoder" in n and "mmlora_" not in n for n in trainable)
 
 
-def test_push_to_hub_uploads_exactly_the_four_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import huggingface_hub
-
+def test_push_to_hub_uploads_exactly_the_four_files(tmp_path: Path, hub_uploads: dict[str, bytes]) -> None:
     peft_model, _ = build_trained(tmp_path, "mmlora")
-    uploaded: list[str] = []
-
-    def fake_create_commit(self, repo_id, operations, **kwargs):  # type: ignore[no-untyped-def]
-        uploaded.extend(op.path_in_repo for op in operations)
-        return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
-            commit_message="",
-            commit_description="",
-            oid="0" * 40,
-        )
-
-    monkeypatch.setattr(
-        huggingface_hub.HfApi,
-        "create_repo",
-        lambda self, *a, **k: huggingface_hub.RepoUrl(f"https://huggingface.co/{a[0] if a else k.get('repo_id')}"),
-    )
-    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fake_create_commit)
+    uploaded = hub_uploads
     peft_model.push_to_hub("user/mfnet-test", token="hf_fake")
     assert sorted(uploaded) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
     uploaded.clear()
     mfpeft.push_adapter_to_hub(peft_model, "user/mfnet-test", token="hf_fake")
     assert sorted(uploaded) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
+    assert b"impervious_surfaces" in uploaded["README.md"]  # our card, not the Hub's generic one
 
 
 def test_bad_adapter_folders_get_clear_errors(tmp_path: Path) -> None:
