@@ -16,6 +16,7 @@ from mfpeft.data.sources import get_source
 from mfpeft.engine.evaluation import evaluate_tiles
 from mfpeft.engine.stitching import stitch_in_memory
 from mfpeft.metrics.confusion import confusion_matrix
+from tests.launch import launch_two_processes
 from tests.sam_fixtures import redraw_, tiny_sam_config
 
 CHIP, STRIDE = 64, 48
@@ -57,7 +58,7 @@ def test_streamed_evaluation_equals_the_naive_reference() -> None:
     assert matrix.matrix.sum() > 0.8 * 512 * 512  # eroded boundaries are ignored, the rest is counted
 
 
-def _evaluate_in_process(out_dir: str) -> None:
+def _evaluate_in_process(out_dir: str | Path) -> None:
     from accelerate import Accelerator
 
     accelerator = Accelerator(cpu=True)
@@ -71,8 +72,6 @@ def _evaluate_in_process(out_dir: str) -> None:
 
 
 def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None:
-    import subprocess
-    import sys
 
     from accelerate.state import AcceleratorState, GradientState
 
@@ -82,16 +81,7 @@ def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None
     finally:  # Accelerate keeps process-wide singletons: do not leak this one into other tests
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
-    # Two gloo processes forked from a fresh interpreter: forking this test process, whose OpenMP pool is
-    # already running, can deadlock the children.
-    script = (
-        "from accelerate import debug_launcher\n"
-        "from tests.engine.test_evaluation import _evaluate_in_process\n"
-        f"debug_launcher(_evaluate_in_process, args=({str(tmp_path)!r},), num_processes=2)\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_processes("tests.engine.test_evaluation", "_evaluate_in_process", tmp_path)
     single = json.loads((tmp_path / "rank0-of-1.json").read_text())
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}-of-2.json").read_text()) == single

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +11,7 @@ from accelerate.state import AcceleratorState, GradientState
 from torch.utils.data import DataLoader, TensorDataset
 
 from mfpeft.metrics import ConfusionMatrix, confusion_matrix, per_sample_confusion
+from tests.launch import launch_two_processes
 
 NUM_LABELS = 4
 SAMPLES = 7  # odd, with batch 2 on 2 ranks: the sampler repeats samples to even out the last batch
@@ -44,16 +43,7 @@ def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None
     dataset = data()
     expected = confusion_matrix(dataset.tensors[0], dataset.tensors[1], NUM_LABELS)
 
-    # Forked from a fresh interpreter: forking this test process, whose OpenMP pool may already run, can hang.
-    script = (
-        "from pathlib import Path\n"
-        "from accelerate import debug_launcher\n"
-        "from tests.metrics.test_distributed import evaluate_with_accelerate\n"
-        f"debug_launcher(evaluate_with_accelerate, args=(Path({str(tmp_path)!r}),), num_processes=2)\n"
-    )
-    root = Path(__file__).resolve().parents[2]
-    result = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    launch_two_processes("tests.metrics.test_distributed", "evaluate_with_accelerate", tmp_path)
     two = np.load(tmp_path / "pooled_2.npy")
     np.testing.assert_array_equal(two, expected)
     # The pitfall this guards against: reducing per-process sums counts the repeated sample twice.
