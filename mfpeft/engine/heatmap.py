@@ -47,14 +47,6 @@ class HeatmapResult:
     tuned_prediction: torch.Tensor
 
 
-def _decode(mfnet: Any, features: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The head of ``forward``: M maps ``(B, 256, s, s)`` -> logits ``(B, num_labels, S, S)``."""
-    size = (mfnet.config.image_size, mfnet.config.image_size)
-    if mfnet.fusion is not None:
-        return mfnet.decoder(mfnet.fusion(list(features)), size)
-    return mfnet.decoder(torch.stack(list(features)).sum(0), size)
-
-
 def grad_cam(mfnet: Any, features: Sequence[torch.Tensor], classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Segmentation Grad-CAM of ``classes`` w.r.t. each modality's features (see the module docstring).
 
@@ -69,7 +61,7 @@ def grad_cam(mfnet: Any, features: Sequence[torch.Tensor], classes: Sequence[int
     leaves = [f.detach().float().clone().requires_grad_(True) for f in features]
     size = mfnet.config.image_size
     with torch.enable_grad():
-        logits = _decode(mfnet, leaves)[0]  # (L, S, S)
+        logits = mfnet.decode(list(leaves))[0]  # (L, S, S)
         prediction = logits.argmax(0)
         maps = torch.zeros(len(leaves), len(classes), size, size)
         for j, c in enumerate(classes):

@@ -143,6 +143,16 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         features = self.vision_encoder(stacked).last_hidden_state
         return list(features.float().unflatten(0, (len(self.config.modalities), -1)).unbind(0))
 
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        """The head: M encoder maps (B, 256, S/16, S/16) -> logits (B, num_labels, S, S).
+
+        With the DFM: pyramids, SE-Fusion, UNetFormer decoder with skips; without: the maps summed and decoded.
+        """
+        size = (self.config.image_size, self.config.image_size)
+        if self.fusion is not None:
+            return self.decoder(self.fusion(list(features)), size)
+        return self.decoder(torch.stack(list(features)).sum(0), size)
+
     def forward(
         self,
         pixel_values: dict[str, torch.Tensor],
@@ -163,11 +173,8 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
             labels are given.
         """
         features = self.encode(pixel_values)
+        logits = self.decode(features)
         size = (self.config.image_size, self.config.image_size)
-        if self.fusion is not None:
-            logits = self.decoder(self.fusion(features), size)
-        else:
-            logits = self.decoder(torch.stack(features).sum(0), size)
         loss = None
         if labels is not None:
             if labels.shape != (logits.shape[0], *size):
