@@ -58,6 +58,21 @@ def mix_modalities(deltas: torch.Tensor, lambdas: torch.Tensor) -> torch.Tensor:
     return lam * deltas + (1 - lam) * others
 
 
+def mixing_matrix(lambdas: torch.Tensor) -> torch.Tensor:
+    """The (M, M) matrix W of `mix_modalities`: ``out_m = Σ_k W[m, k]·d_k``.
+
+    ``W[m, m] = λ_m`` and ``W[m, k] = (1 - λ_m)/(M - 1)`` for k ≠ m. Mixing is linear, so a tuner whose branch
+    ends in a per-modality linear map (LoRA's B) can mix its low-rank hidden states instead of its full-width
+    outputs: ``Σ_k W[m, k]·B_k·h_k = [W[m, 0]·h_0, ..., W[m, M-1]·h_{M-1}] @ [B_0; ...; B_{M-1}]``.
+    """
+    num = lambdas.shape[0]
+    if num == 1:
+        return lambdas.new_ones(1, 1)
+    off = ((1 - lambdas) / (num - 1)).unsqueeze(1).expand(num, num)
+    eye = torch.eye(num, dtype=torch.bool, device=lambdas.device)
+    return torch.where(eye, lambdas.unsqueeze(1).expand(num, num), off)
+
+
 def linear_init_(weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
     """Initialise stacked per-modality weights (M, out, in) like M separate `nn.Linear` (kaiming-uniform a=√5)."""
     for m in range(weight.shape[0]):

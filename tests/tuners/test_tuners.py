@@ -17,7 +17,7 @@ from transformers import SamConfig, SamModel, SamVisionModel
 import mfpeft
 from mfpeft.tuners.mmadapter.layer import MMAdapterParallel, MMAdapterSequential
 from mfpeft.tuners.mmlora.layer import MMLoraLayer, MMLoraQV
-from mfpeft.tuners.multimodal import mix_modalities
+from mfpeft.tuners.multimodal import mix_modalities, mixing_matrix
 from tests.sam_fixtures import make_tiny_sam, redraw_, tiny_sam_config
 
 CONFIGS = {"mmlora": mfpeft.MMLoraConfig, "mmadapter": mfpeft.MMAdapterConfig}
@@ -174,6 +174,29 @@ def test_mmlora_layer_equals_the_formula() -> None:
         torch.testing.assert_close(q, bq + 1.5 * x @ a[0, 0].T @ b[0, 0].T)
         torch.testing.assert_close(k, bk)
         torch.testing.assert_close(v, bv + 1.5 * x @ a[0, 1].T @ b[0, 1].T)
+
+
+@pytest.mark.parametrize("num_modalities", [2, 3])
+def test_mixing_matrix_is_mix_modalities(num_modalities: int) -> None:
+    deltas = torch.randn(num_modalities, 7)
+    lam = torch.rand(num_modalities)
+    torch.testing.assert_close(mixing_matrix(lam) @ deltas, mix_modalities(deltas, lam))
+
+
+@pytest.mark.parametrize("cross_modal", [True, False])
+def test_mmlora_three_modalities_equal_the_formula(cross_modal: bool) -> None:
+    """Rank-space mixing for M = 3: out_m = W0·x_m + b + Σ_k W[m, k]·B_k·A_k·x_k (W from λ), or per modality."""
+    peft_model = get_peft_model(make_tiny_sam(), mfpeft.MMLoraConfig(num_modalities=3, cross_modal=cross_modal))
+    randomise_tuners_(peft_model, seed=3)
+    lin1 = peft_model.base_model.model.vision_encoder.layers[1].mlp.lin1
+    streams = torch.randn(3, 4, 32)
+    a, b = lin1.mmlora_A["default"], lin1.mmlora_B["default"]
+    with torch.no_grad():
+        out = lin1(streams.reshape(12, 32)).reshape(3, 4, -1)
+        deltas = torch.stack([streams[k] @ a[k].T @ b[k].T for k in range(3)])
+        if cross_modal:
+            deltas = mix_modalities(deltas, lin1.mmlora_lambda["default"])
+        torch.testing.assert_close(out, lin1.base_layer(streams) + deltas)
 
 
 def test_mmadapter_layers_equal_the_formula() -> None:

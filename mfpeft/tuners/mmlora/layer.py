@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..multimodal import MultimodalTunerLayer, linear_init_, mix_modalities, split_modalities
+from ..multimodal import MultimodalTunerLayer, linear_init_, mixing_matrix, split_modalities
 from .config import MMLoraConfig
 
 
@@ -67,31 +67,42 @@ class MMLoraLayer(nn.Module, MultimodalTunerLayer):
         self.cross_modal[adapter_name] = self._mixes(config)
         self.set_adapter(self.active_adapters)
 
-    def _delta(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
-        """Low-rank update of each modality: x (M, N, in) -> (M, N, branches * out)."""
+    def _hidden(self, adapter_name: str, x: torch.Tensor) -> torch.Tensor:
+        """Scaled low-rank hidden state of each modality: x (M, N, in) -> (M, N, branches·r)."""
         a = self.mmlora_A[adapter_name]
-        b = self.mmlora_B[adapter_name]
         x = x.to(a.dtype) if not torch.is_autocast_enabled(x.device.type) else x
-        if self.branches == 1:
-            return torch.bmm(torch.bmm(x, a.transpose(1, 2)), b.transpose(1, 2))
-        m, branches, r, in_features = a.shape
-        hidden = torch.bmm(x, a.reshape(m, branches * r, in_features).transpose(1, 2))
-        hidden = hidden.unflatten(-1, (branches, r))  # (M, N, branches, r)
-        return torch.einsum("mnjr,mjor->mnjo", hidden, b).flatten(-2)
+        m, r, in_features = a.shape[0], a.shape[-2], a.shape[-1]
+        hidden = torch.bmm(x, a.reshape(m, self.branches * r, in_features).transpose(1, 2))
+        return hidden * self.scaling[adapter_name]
 
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
-        """x: (M·B, ..., in) modality-major -> (M·B, ..., out)."""
+        """x: (M·B, ..., in) modality-major -> (M·B, ..., out).
+
+        The low-rank update is accumulated into the base layer's output in place (the base output is not needed
+        by its own backward), and cross-modal mixing happens on the rank-r hidden states (`mixing_matrix`): no
+        full-width temporary per modality is ever built, which matters for the MLP's 4·D-wide ``lin1``.
+        """
         result = self.base_layer(x, *args, **kwargs)
         for name in self._adapters_to_run():
-            streams = split_modalities(x, self.num_modalities[name], self.module_name)
-            delta = self._delta(name, streams) * self.scaling[name]
-            if self.cross_modal[name]:
-                delta = mix_modalities(delta, self.mmlora_lambda[name])
-            result = result + self._place(delta).reshape(result.shape).to(result.dtype)
+            m = self.num_modalities[name]
+            hidden = self._hidden(name, split_modalities(x, m, self.module_name))
+            b = self.mmlora_B[name]
+            if torch.is_autocast_enabled(x.device.type) or hidden.dtype != result.dtype:
+                hidden, b = hidden.to(result.dtype), b.to(result.dtype)
+            result = result if result.is_contiguous() else result.contiguous()
+            self._accumulate(name, result.view(m, hidden.shape[1], -1), hidden, b)
         return result
 
-    def _place(self, delta: torch.Tensor) -> torch.Tensor:
-        return delta
+    def _accumulate(self, adapter_name: str, out: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor) -> None:
+        """out (M, N, out) += the branch's update from hidden (M, N, r) and B (M, out, r)."""
+        if not self.cross_modal[adapter_name]:
+            out.baddbmm_(hidden, b.transpose(1, 2))
+            return
+        m, n, r = hidden.shape
+        weights = mixing_matrix(self.mmlora_lambda[adapter_name]).to(hidden.dtype)
+        # mixed[m, :, k·r:(k+1)·r] = W[m, k]·hidden[k]; one matmul against the stacked B_k then mixes and projects.
+        mixed = (weights[:, :, None, None] * hidden.unsqueeze(0)).permute(0, 2, 1, 3).reshape(m * n, m * r)
+        out.view(m * n, -1).addmm_(mixed, b.transpose(1, 2).reshape(m * r, -1))
 
 
 class MMLoraQV(MMLoraLayer):
@@ -106,6 +117,9 @@ class MMLoraQV(MMLoraLayer):
         # The paper's attention branch is plain LoRA per modality: no cross-modal term.
         return False
 
-    def _place(self, delta: torch.Tensor) -> torch.Tensor:
-        q, v = delta.chunk(2, dim=-1)
-        return torch.cat((q, torch.zeros_like(q), v), dim=-1)
+    def _accumulate(self, adapter_name: str, out: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor) -> None:
+        """out (M, N, 3·D) += the q and v updates, in place in their slices (k stays as the base layer made it)."""
+        slices = out.unflatten(-1, (3, -1))  # (M, N, 3, D)
+        r = b.shape[-1]
+        for branch, slot in ((0, 0), (1, 2)):
+            slices[:, :, slot].baddbmm_(hidden[..., branch * r : (branch + 1) * r], b[:, branch].transpose(1, 2))
