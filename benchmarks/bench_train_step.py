@@ -104,7 +104,9 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
     vision = mfpeft.sam_vision_config(size, image_size=256)
     vision._attn_implementation = spec.get("attn", default_attn)
     torch.manual_seed(0)
-    model: Any = mfpeft.MFNetForSegmentation(mfpeft.MFNetConfig(vision_config=vision))
+    # The stock variants keep transformers' layers as they come (MFNet defaults to the padding-free ones).
+    config = mfpeft.MFNetConfig(vision_config=vision, padding_free_encoder=spec["optimize"] is not None)
+    model: Any = mfpeft.MFNetForSegmentation(config)
     with torch.no_grad():
         # SAM's default init (std ~1e-10 position tables, ...) is not what a pretrained encoder looks like; a
         # realistic scale does not change timings but keeps the softmax and layer norms in a normal regime.

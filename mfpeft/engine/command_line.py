@@ -34,7 +34,11 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         kind, is_list = _field_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
         help_text = f.metadata.get("help", "")
-        if kind is bool:
+        if kind is bool and f.default is True:
+            group.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
+        elif kind is bool:
             group.add_argument(flag, dest=f.name, action="store_true", default=argparse.SUPPRESS, help=help_text)
         elif is_list:
             group.add_argument(flag, dest=f.name, type=kind, nargs="*", default=argparse.SUPPRESS, help=help_text)

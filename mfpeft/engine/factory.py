@@ -69,6 +69,7 @@ def build_model(
         rel_pos=args.rel_pos,
         use_dfm=not args.no_dfm,
         score_classes=score_classes,
+        padding_free_encoder=args.padding_free,
     )
     model = MFNetForSegmentation(config)
     model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
@@ -76,7 +77,7 @@ def build_model(
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = get_peft_model(model, tuner_config(args, len(modality_channels)))
-    if args.padding_free or args.encoder_dtype != "fp32":
+    if args.encoder_dtype != "fp32":
         from ..models.efficient_sam import optimize_sam_encoder
 
         optimize_sam_encoder(

@@ -23,6 +23,7 @@ from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
+from .efficient_sam import optimize_sam_encoder
 from .fusion import DeepFusionModule
 
 
@@ -65,6 +66,8 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         super().__init__(config)
         self.vision_encoder = SamVisionEncoder(config.vision_config)
         self.vision_encoder.requires_grad_(False)
+        if config.padding_free_encoder:
+            optimize_sam_encoder(self.vision_encoder, padding_free=True)
         channels = config.vision_config.output_channels
         self.fusion = (
             DeepFusionModule(len(config.modalities), channels, quarter_norms=config.quarter_norms)

@@ -42,9 +42,13 @@ def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:
         ["--modalities", "optical"],
         ["--no-dfm"],
         ["--train-fraction", "0.5"],
-        ["--padding-free", "--encoder-dtype", "bf16", "--gradient-checkpointing"],
+        ["--encoder-dtype", "bf16", "--gradient-checkpointing"],
+        ["--no-padding-free"],
     ],
-    ids=["mmlora", "mmadapter", "lora", "adapter", "frozen", "optical-only", "no-dfm", "half-data", "fast-encoder"],
+    ids=[
+        "mmlora", "mmadapter", "lora", "adapter", "frozen", "optical-only", "no-dfm", "half-data", "fast-encoder",
+        "stock-encoder",
+    ],
 )
 def test_every_ablation_switch_trains_and_saves(tmp_path: Path, extra: list[str]) -> None:
     args = smoke_args(tmp_path, *extra)
@@ -60,6 +64,7 @@ def test_every_ablation_switch_trains_and_saves(tmp_path: Path, extra: list[str]
         assert [m[0] for m in config["modalities"]] == ["optical"]
     if "--no-dfm" in extra:
         assert config["use_dfm"] is False
+    assert config["padding_free_encoder"] is ("--no-padding-free" not in extra)
     adapter = json.loads((out / "adapter_config.json").read_text())
     assert adapter["cross_modal"] == (args.tuner in ("mmlora", "mmadapter")) or "--modalities" in extra
     # the saved folder reloads as a ready model

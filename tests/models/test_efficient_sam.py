@@ -106,19 +106,23 @@ def test_padded_tokens_hold_the_tuners_zero_input_output() -> None:
 
 
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
-def test_mfnet_logits_identical_with_padding_free(attn: str) -> None:
-    config = mfpeft.MFNetConfig(vision_config=tiny_sam_config(attn=attn))
-    torch.manual_seed(0)
-    base = mfpeft.MFNetForSegmentation(config)
-    redraw_(base.vision_encoder)
-    model: Any = get_peft_model(base, mfpeft.MMAdapterConfig()).eval()
+def test_mfnet_is_padding_free_by_default_with_identical_logits(attn: str) -> None:
+    """MFNetConfig.padding_free_encoder (default True) swaps in the padding-free layers; False keeps stock ones."""
     generator = torch.Generator().manual_seed(0)
     inputs = {"optical": torch.rand(2, 3, 256, 256, generator=generator), "dsm": torch.rand(2, 1, 256, 256)}
-    with torch.no_grad():
-        ref = model(pixel_values=inputs).logits
-        optimize_sam_encoder(model)
-        got = model(pixel_values=inputs).logits
-    assert (got - ref).abs().max() < 1e-5
+    logits = {}
+    for padding_free in (False, True):
+        config = mfpeft.MFNetConfig(vision_config=tiny_sam_config(attn=attn), padding_free_encoder=padding_free)
+        torch.manual_seed(0)
+        base = mfpeft.MFNetForSegmentation(config)
+        redraw_(base.vision_encoder)
+        layers = {type(layer) for layer in base.vision_encoder.layers}
+        assert layers == ({EfficientSamVisionLayer} if padding_free else {SamVisionLayer})
+        model: Any = get_peft_model(base, mfpeft.MMAdapterConfig()).eval()
+        with torch.no_grad():
+            logits[padding_free] = model(pixel_values=inputs).logits
+    assert (logits[True] - logits[False]).abs().max() < 1e-5
+    assert logits[True].abs().max() > 0
 
 
 def test_checkpointing_gives_identical_gradients_and_recomputes() -> None:
