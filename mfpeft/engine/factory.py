@@ -9,6 +9,7 @@ from typing import Any
 from peft import PeftModel, get_peft_model
 
 from ..models.configuration_mfnet import MFNetConfig
+from ..models.demo_encoder import DEMO_ENCODER_PREFIX, DemoPretrainingConfig, demo_encoder_dir
 from ..models.modeling_mfnet import MFNetForSegmentation
 from ..models.sam import SAM_SIZES, load_sam_vision_encoder, random_sam_vision_model, save_quietly
 from ..tuners import MMAdapterConfig, MMLoraConfig
@@ -18,21 +19,39 @@ from .arguments import TrainingArguments
 RANDOM_PREFIX = "random:"
 
 
+def is_generated_base_model(base_model: str) -> bool:
+    """True for the encoders mfpeft makes itself: ``random:SIZE`` and the pre-trained demo encoder ``demo:SIZE``."""
+    return base_model.startswith((RANDOM_PREFIX, DEMO_ENCODER_PREFIX))
+
+
 def base_model_source(base_model: str, output_dir: Path) -> str:
-    """Where SAM is loaded from: `base_model` itself, or for ``random:SIZE`` the copy saved in the output."""
-    if base_model.startswith(RANDOM_PREFIX):
+    """Where SAM is loaded from: `base_model` itself, or for a generated encoder the copy saved in the output."""
+    if is_generated_base_model(base_model):
         return str((output_dir / "base-model").resolve())
     return base_model
 
 
-def write_random_base_model(base_model: str, image_size: int, output_dir: Path, seed: int) -> None:
-    """Save a ``random:SIZE`` encoder to ``output_dir/base-model`` so the trained adapter reloads with it."""
-    if not base_model.startswith(RANDOM_PREFIX):
+def write_random_base_model(base_model: str, image_size: int, output_dir: Path, seed: int, data_seed: int = 0) -> None:
+    """Save a generated encoder to ``output_dir/base-model`` so the trained adapter reloads with it.
+
+    ``random:SIZE`` is drawn from `seed`; ``demo:SIZE`` is the encoder pre-trained on the optical training chips
+    of the demo data set of `data_seed` (built once and cached, see `mfpeft.models.demo_encoder`), resized to
+    `image_size`. Other base models are left alone.
+    """
+    for prefix in (RANDOM_PREFIX, DEMO_ENCODER_PREFIX):
+        if base_model.startswith(prefix):
+            size = base_model.removeprefix(prefix)
+            if size not in SAM_SIZES:
+                raise ValueError(f"base_model={base_model!r}: sizes are {[prefix + s for s in SAM_SIZES]}")
+            break
+    else:
         return
-    size = base_model.removeprefix(RANDOM_PREFIX)
-    if size not in SAM_SIZES:
-        raise ValueError(f"base_model={base_model!r}: random sizes are {[RANDOM_PREFIX + s for s in SAM_SIZES]}")
-    model = random_sam_vision_model(size, image_size=image_size, seed=seed)
+    if prefix == RANDOM_PREFIX:
+        model = random_sam_vision_model(size, image_size=image_size, seed=seed)
+    else:
+        folder = demo_encoder_dir(DemoPretrainingConfig(size=size, data_seed=data_seed))
+        model = load_sam_vision_encoder(folder, image_size=image_size)
+        model.name_or_path = base_model
     save_quietly(model, base_model_source(base_model, output_dir))
 
 

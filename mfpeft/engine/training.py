@@ -129,7 +129,8 @@ def train(args: TrainingArguments) -> TrainResult:
     # -- model --
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        write_random_base_model(args.base_model, args.chip_size, output_dir, args.seed)
+        data_seed = int(args.source_options.get("seed", 0)) if args.dataset == "demo" else 0
+        write_random_base_model(args.base_model, args.chip_size, output_dir, args.seed, data_seed=data_seed)
     accelerator.wait_for_everyone()
     sam_source = base_model_source(args.base_model, output_dir)
     if args.base_model.startswith("random:"):

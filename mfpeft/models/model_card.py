@@ -32,7 +32,7 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
         "pipeline_tag: image-segmentation",
         "tags: [mfpeft, mfnet, remote-sensing, semantic-segmentation, sam, " + peft_type.lower() + "]",
     ]
-    if base and not os.path.exists(base) and not base.startswith("random:"):
+    if base and not os.path.exists(base) and not base.startswith(("random:", "demo:")):
         front.append(f"base_model: {base}")
     front.append("---")
     lines = [

@@ -94,7 +94,8 @@ def test_evaluate_command_scores_a_saved_adapter(tmp_path: Path, capsys) -> None
     from mfpeft.engine.training import train
 
     args = parse_training_arguments(
-        ["--preset", "demo", "--chip-size", "64", "--max-steps", "1", "--batch-size", "2", "--eval-stride", "64",
+        ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "1",
+         "--batch-size", "2", "--eval-stride", "64",
          "--output-dir", str(tmp_path / "run")]
     )  # fmt: skip
     result = train(args)

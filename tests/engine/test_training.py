@@ -23,7 +23,8 @@ from mfpeft.models.sam import SamLoadError
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 
 # A pipeline-sized run: the demo city, a tiny random SAM, 64-pixel chips, two steps.
-SMOKE = ["--preset", "demo", "--chip-size", "64", "--max-steps", "2", "--batch-size", "2", "--eval-stride", "64"]
+SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "2",
+         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
 
 
 def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:
@@ -119,8 +120,9 @@ def run_recipe(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = ["--preset", "demo", "--chip-size", "128", "--batch-size", "2", "--max-steps", "8",
-              "--checkpoint-every", "2", "--eval-every", "4", "--eval-stride", "128", "--seed", "7"]  # fmt: skip
+    common = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "128", "--batch-size", "2",
+              "--max-steps", "8", "--checkpoint-every", "2", "--eval-every", "4", "--eval-stride", "128",
+              "--seed", "7"]  # fmt: skip
     straight = run_recipe([*common, "--output-dir", str(tmp_path / "straight")])
     output, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, output[-3000:]
