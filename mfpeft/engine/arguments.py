@@ -29,8 +29,7 @@ PAPER_PRESET: dict[str, Any] = dict(
 
 # The built-in demo city with a tiny SAM-shaped encoder pre-trained on the demo's optical training chips
 # (`mfpeft.models.demo_encoder`: built once, ~30 s, then cached), 128-pixel chips: finishes in a few minutes on a
-# 2-core CPU. 600 steps, because trees (height-only, small) are not learned at all within 200. The padding-free
-# encoder path is exact (docs/benchmarks.md) and ~1.6x faster here.
+# 2-core CPU. 600 steps, because trees (height-only, small) are not learned at all within 200.
 DEMO_PRESET: dict[str, Any] = dict(
     base_model="demo:tiny",
     dataset="demo",
@@ -45,7 +44,6 @@ DEMO_PRESET: dict[str, Any] = dict(
     eval_stride=64,
     eval_every=150,
     checkpoint_every=150,
-    padding_free=True,
     output_dir="outputs/demo",
 )
 

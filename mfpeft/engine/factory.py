@@ -31,27 +31,33 @@ def base_model_source(base_model: str, output_dir: Path) -> str:
     return base_model
 
 
-def write_random_base_model(base_model: str, image_size: int, output_dir: Path, seed: int, data_seed: int = 0) -> None:
+def write_generated_base_model(
+    base_model: str, image_size: int, output_dir: Path, seed: int, data_seed: int = 0
+) -> None:
     """Save a generated encoder to ``output_dir/base-model`` so the trained adapter reloads with it.
 
-    ``random:SIZE`` is drawn from `seed`; ``demo:SIZE`` is the encoder pre-trained on the optical training chips
+    ``random:SIZE`` is drawn from `seed`; ``demo:tiny`` is the encoder pre-trained on the optical training chips
     of the demo data set of `data_seed` (built once and cached, see `mfpeft.models.demo_encoder`), resized to
     `image_size`. Other base models are left alone.
+
+    Raises:
+        ValueError: an unknown size after ``random:`` or ``demo:``.
     """
-    for prefix in (RANDOM_PREFIX, DEMO_ENCODER_PREFIX):
-        if base_model.startswith(prefix):
-            size = base_model.removeprefix(prefix)
-            if size not in SAM_SIZES:
-                raise ValueError(f"base_model={base_model!r}: sizes are {[prefix + s for s in SAM_SIZES]}")
-            break
-    else:
-        return
-    if prefix == RANDOM_PREFIX:
+    if base_model.startswith(RANDOM_PREFIX):
+        size = base_model.removeprefix(RANDOM_PREFIX)
+        if size not in SAM_SIZES:
+            raise ValueError(f"base_model={base_model!r}: random sizes are {[RANDOM_PREFIX + s for s in SAM_SIZES]}")
         model = random_sam_vision_model(size, image_size=image_size, seed=seed)
-    else:
+    elif base_model.startswith(DEMO_ENCODER_PREFIX):
+        size = base_model.removeprefix(DEMO_ENCODER_PREFIX)
+        if size != "tiny":
+            # Pre-training a full-size encoder on CPU would take hours; the demo encoder is a pipeline check only.
+            raise ValueError(f"base_model={base_model!r}: the demo encoder comes in one size, demo:tiny")
         folder = demo_encoder_dir(DemoPretrainingConfig(size=size, data_seed=data_seed))
         model = load_sam_vision_encoder(folder, image_size=image_size)
         model.name_or_path = base_model
+    else:
+        return
     save_quietly(model, base_model_source(base_model, output_dir))
 
 

@@ -90,7 +90,7 @@ def test_training_factory_writes_the_demo_encoder_beside_the_run(
 ) -> None:
     monkeypatch.setenv("MFPEFT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(factory, "DemoPretrainingConfig", lambda size, data_seed: SMALL)
-    factory.write_random_base_model("demo:tiny", 128, tmp_path / "run", seed=42)
+    factory.write_generated_base_model("demo:tiny", 128, tmp_path / "run", seed=42)
     source = factory.base_model_source("demo:tiny", tmp_path / "run")
     assert Path(source) == (tmp_path / "run" / "base-model").resolve()
     cached = mfpeft.load_sam_vision_encoder(demo_encoder_dir(SMALL, cache_dir=tmp_path / "cache"), image_size=128)
@@ -98,4 +98,4 @@ def test_training_factory_writes_the_demo_encoder_beside_the_run(
     for (name, a), (_, b) in zip(cached.state_dict().items(), written.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="demo:huge"):
-        factory.write_random_base_model("demo:huge", 128, tmp_path / "run", seed=42)
+        factory.write_generated_base_model("demo:huge", 128, tmp_path / "run", seed=42)
