@@ -13,7 +13,8 @@ measures fp32 and bf16 matmul FLOP/s (2048 x 2048 `torch.matmul`) before and aft
 achieved FLOP/s / measured matmul FLOP/s of the step's dtype.
 
 Variants (all in the same run; ``stock`` is the straightforward path: transformers' SAM layers as they come,
-default attention, fp32, no mfpeft optimisation):
+default attention, fp32, MMLoRA written straight from its formulas (`textbook_mmlora_forward`), no mfpeft
+optimisation):
 
     stock             transformers SamVisionLayer, attention "sdpa" (the transformers default), fp32
     stock-eager       the same with attention "eager"
@@ -93,6 +94,35 @@ def matmul_flops(dtype_name: str, device: str, size: int = 2048, repeats: int = 
 # Worker: one configuration in a fresh process
 
 
+def textbook_mmlora_forward(self: Any, x: Any, *args: object, **kwargs: object) -> Any:
+    """MMLoRA written straight from the formulas, the straightforward path's tuner (no mfpeft optimisation).
+
+    Each modality's full-width update ``B_m·A_m·x_m`` is built, mixed at full width (``mix_modalities``), and
+    for ``qkv`` placed as ``cat(q, 0, v)``; the sum is out of place. mfpeft's `MMLoraLayer.forward` computes the
+    same values without those full-width temporaries (tests/tuners assert both equal the formula).
+    """
+    import torch
+
+    from mfpeft.tuners.multimodal import mix_modalities, split_modalities
+
+    result = self.base_layer(x, *args, **kwargs)
+    for name in self._adapters_to_run():
+        streams = split_modalities(x, self.num_modalities[name], self.module_name)
+        a, b = self.mmlora_A[name], self.mmlora_B[name]
+        if self.branches == 1:
+            delta = torch.bmm(torch.bmm(streams, a.transpose(1, 2)), b.transpose(1, 2)) * self.scaling[name]
+            if self.cross_modal[name]:
+                delta = mix_modalities(delta, self.mmlora_lambda[name])
+        else:
+            q, v = (
+                torch.bmm(torch.bmm(streams, a[:, j].transpose(1, 2)), b[:, j].transpose(1, 2)) * self.scaling[name]
+                for j in (0, 1)
+            )
+            delta = torch.cat((q, torch.zeros_like(q), v), dim=-1)
+        result = result + delta.reshape(result.shape).to(result.dtype)
+    return result
+
+
 def build_model(size: str, tuner: str, variant: str, default_attn: str, device: str) -> Any:
     import torch
     from peft import get_peft_model
@@ -115,6 +145,12 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
                 param.normal_(0, 0.02)
     config = mfpeft.MMLoraConfig() if tuner == "mmlora" else mfpeft.MMAdapterConfig()
     model = get_peft_model(model, config)
+    if spec["optimize"] is None:
+        from mfpeft.tuners.mmlora.layer import MMLoraLayer
+
+        for module in model.modules():
+            if isinstance(module, MMLoraLayer):
+                module.forward = textbook_mmlora_forward.__get__(module)
     if spec["optimize"] is not None:
         optimize_sam_encoder(model, attention=cast(Any, default_attn), **spec["optimize"])
     return model.to(device)
