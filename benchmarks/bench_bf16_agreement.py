@@ -5,7 +5,7 @@ them as the demo preset does (optical / 255, DSM min-max over the scene), cuts c
 half-chip stride and compares, against the stock fp32 path: the argmax agreement over all pixels and the largest
 logit difference.
 
-    python benchmarks/bench_bf16_agreement.py --adapter /tmp/runs/mmlora/best --base-model /tmp/runs/mmlora/base-model
+    python benchmarks/bench_bf16_agreement.py --adapter outputs/demo --base-model outputs/demo/base-model
 """
 
 from __future__ import annotations
@@ -55,7 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     import mfpeft
     from mfpeft.models.efficient_sam import optimize_sam_encoder, restore_sam_encoder
 
-    model = mfpeft.MFNetForSegmentation.from_pretrained(args.adapter, base_model=args.base_model).eval()
+    def load() -> Any:
+        """The trained model on transformers' stock SAM layers (MFNet loads padding-free by default)."""
+        loaded = mfpeft.MFNetForSegmentation.from_pretrained(args.adapter, base_model=args.base_model).eval()
+        restore_sam_encoder(loaded)
+        return loaded
+
+    model = load()
     inputs = chips(args.scene_size, args.seeds, model.config.image_size)
     reference = predict(model, inputs)
     settings: dict[str, dict[str, Any]] = {
@@ -69,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         logits = predict(model, inputs)
         restore_sam_encoder(model)  # bf16 storage rounds the weights: reload for the next setting
         if kwargs.get("frozen_dtype"):
-            model = mfpeft.MFNetForSegmentation.from_pretrained(args.adapter, base_model=args.base_model).eval()
+            model = load()
         agreement = (logits.argmax(1) == reference.argmax(1)).float().mean().item()
         diff = (logits - reference).abs().max().item()
         report["results"][name] = {
