@@ -10,14 +10,12 @@ Layout (the ``demo`` source reads it): ``{train,validation,test}/tile{i}_{rgb,ds
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mfpeft.cache import cache_root, cached_folder
 from mfpeft.data.palette import IGNORE_INDEX, ISPRS_PALETTE, labels_to_rgb
 
 __all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "cache_root", "demo_data_dir", "make_demo_scene"]
@@ -39,14 +37,6 @@ _CAR_COLOURS = np.array([[232, 214, 40], [214, 38, 38], [236, 236, 236], [42, 64
 class DemoScene(dict):  # type: ignore[type-arg]
     """``{"optical": uint8 (3, H, W), "dsm": float32 (1, H, W), "labels": uint8 (H, W),
     "eroded_labels": uint8 (H, W)}`` (class indices, 255 = ignore)."""
-
-
-def cache_root() -> Path:
-    """``$MFPEFT_CACHE``, else ``$XDG_CACHE_HOME/mfpeft``, else ``~/.cache/mfpeft``."""
-    if os.environ.get("MFPEFT_CACHE"):
-        return Path(os.environ["MFPEFT_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mfpeft"
 
 
 def _smooth_noise(rng: np.random.Generator, height: int, width: int, cell: int) -> np.ndarray:
@@ -206,33 +196,22 @@ def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, size: int 
     base = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     suffix = "" if size == 512 else f"-size{size}"
     root = base / f"demo-{DEMO_VERSION}-seed{seed}{suffix}"
-    if (root / "COMPLETE").is_file():
-        return root
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=base))
-    try:
+
+    def build(folder: Path) -> None:
         for split, indices in DEMO_SPLITS.items():
-            (tmp / split).mkdir()
+            (folder / split).mkdir()
             for i in indices:
                 scene = make_demo_scene(size=size, seed=seed * 1000 + i)
                 # Tiles sit side by side on one UTM grid, 3 per row.
                 x0 = _ORIGIN[0] + (i % 3) * size * _PIXEL_SIZE
                 y0 = _ORIGIN[1] - (i // 3) * size * _PIXEL_SIZE
                 transform = from_origin(x0, y0, _PIXEL_SIZE, _PIXEL_SIZE)
-                stem = tmp / split / f"tile{i}"
+                stem = folder / split / f"tile{i}"
                 _write(Path(f"{stem}_rgb.tif"), scene["optical"], transform)
                 _write(Path(f"{stem}_dsm.tif"), scene["dsm"], transform)
                 for key, suffix_ in (("labels", "label"), ("eroded_labels", "label_noBoundary")):
                     rgb = labels_to_rgb(scene[key], ISPRS_PALETTE).transpose(2, 0, 1)
                     _write(Path(f"{stem}_{suffix_}.tif"), np.ascontiguousarray(rgb), transform)
-        (tmp / "COMPLETE").write_text(f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}\n")
-        try:
-            tmp.rename(root)
-        except OSError:
-            # Another process finished first; its copy is identical (same seed).
-            if not (root / "COMPLETE").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    return cached_folder(root, build, f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}")
+

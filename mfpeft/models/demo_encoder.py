@@ -15,8 +15,6 @@ Use it as ``--base-model demo:tiny`` (the demo preset's default).
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -232,27 +230,14 @@ def demo_encoder_dir(config: DemoPretrainingConfig | None = None, cache_dir: str
     Default location: ``cache_root() / config.cache_name``. Written to a temporary folder and renamed, so an
     interrupted run leaves nothing half-written. The folder also holds ``pretraining_loss.txt`` (one loss a step).
     """
-    from mfpeft.data.demo import cache_root
+    from mfpeft.cache import cache_root, cached_folder
 
     config = config or DemoPretrainingConfig()
     base = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
-    root = base / config.cache_name
-    if (root / "COMPLETE").is_file():
-        return root
-    base.mkdir(parents=True, exist_ok=True)
-    model, losses = pretrain_demo_encoder(config)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=base))
-    try:
-        save_quietly(model, tmp)
-        (tmp / "pretraining_loss.txt").write_text("".join(f"{value:.6f}\n" for value in losses))
-        (tmp / "COMPLETE").write_text(f"mfpeft {config.cache_name}\n")
-        try:
-            tmp.rename(root)
-        except OSError:
-            # Another process finished first; its copy was built from the same seeds.
-            if not (root / "COMPLETE").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return root
+
+    def build(folder: Path) -> None:
+        model, losses = pretrain_demo_encoder(config)
+        save_quietly(model, folder)
+        (folder / "pretraining_loss.txt").write_text("".join(f"{value:.6f}\n" for value in losses))
+
+    return cached_folder(base / config.cache_name, build, f"mfpeft {config.cache_name}")

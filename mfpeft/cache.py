@@ -1,0 +1,54 @@
+"""mfpeft's on-disk cache of generated artefacts (the demo data set, the demo encoder).
+
+Each entry is a folder that is built once, in a temporary folder beside it, and renamed into place when complete,
+so an interrupted build leaves nothing half-written and concurrent builders (several training processes) end with
+one complete copy.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["cache_root", "cached_folder"]
+
+COMPLETE_MARKER = "COMPLETE"
+
+
+def cache_root() -> Path:
+    """``$MFPEFT_CACHE``, else ``$XDG_CACHE_HOME/mfpeft``, else ``~/.cache/mfpeft``."""
+    if os.environ.get("MFPEFT_CACHE"):
+        return Path(os.environ["MFPEFT_CACHE"]).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mfpeft"
+
+
+def cached_folder(root: Path, build: Callable[[Path], None], stamp: str) -> Path:
+    """`root`, built by ``build(tmp)`` into a temporary folder and renamed to `root` unless already complete.
+
+    Args:
+        root: the entry's folder; complete when it holds the ``COMPLETE`` marker.
+        build: writes the entry's files into the folder it is given (deterministic: a concurrent builder's copy
+            is taken as identical).
+        stamp: the marker's text (what was built).
+    """
+    if (root / COMPLETE_MARKER).is_file():
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    try:
+        build(tmp)
+        (tmp / COMPLETE_MARKER).write_text(stamp + "\n")
+        try:
+            tmp.rename(root)
+        except OSError:
+            # Another process finished first; its copy was built from the same inputs.
+            if not (root / COMPLETE_MARKER).is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
