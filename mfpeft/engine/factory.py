@@ -109,7 +109,7 @@ def build_model(
             peft_model,
             padding_free=args.padding_free,
             frozen_dtype="bf16" if args.encoder_dtype == "bf16" else None,
-            autocast_dtype="bf16" if args.encoder_dtype != "fp32" else None,
+            autocast_dtype="bf16",
         )
     if args.tuner == "none":
         for name, param in peft_model.named_parameters():

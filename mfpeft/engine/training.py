@@ -27,7 +27,13 @@ from ..metrics.scores import scores_to_json, segmentation_scores
 from ..models.adapter_io import push_adapter_to_hub
 from .arguments import TrainingArguments
 from .evaluation import evaluate_tiles
-from .factory import base_model_source, build_model, write_generated_base_model
+from .factory import (
+    RANDOM_PREFIX,
+    base_model_source,
+    build_model,
+    is_generated_base_model,
+    write_generated_base_model,
+)
 from .reports import write_chip_previews, write_json
 
 BEST_DIR = "best"
@@ -133,16 +139,15 @@ def train(args: TrainingArguments) -> TrainResult:
         write_generated_base_model(args.base_model, args.chip_size, output_dir, args.seed, data_seed=data_seed)
     accelerator.wait_for_everyone()
     sam_source = base_model_source(args.base_model, output_dir)
-    if args.base_model.startswith("random:"):
-        say(
-            f"Base model {args.base_model}: a RANDOM SAM encoder. Results check the pipeline only; pass a real "
-            "SAM (--base-model facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
+    if is_generated_base_model(args.base_model):
+        what = (
+            "a RANDOM SAM encoder"
+            if args.base_model.startswith(RANDOM_PREFIX)
+            else "NOT SAM, a tiny SAM-shaped encoder pre-trained for seconds on the demo city's optical chips"
         )
-    elif args.base_model.startswith("demo:"):
         say(
-            f"Base model {args.base_model}: NOT SAM, a tiny SAM-shaped encoder pre-trained for seconds on the demo "
-            "city's optical chips. Results check the pipeline only; pass a real SAM (--base-model "
-            "facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
+            f"Base model {args.base_model}: {what}. Results check the pipeline only; pass a real SAM "
+            "(--base-model facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
         )
     score_classes = list(range(5)) if tuple(encoding.classes[:6]) == (
         "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter") else None  # fmt: skip
