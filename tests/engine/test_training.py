@@ -15,9 +15,9 @@ import torch
 from safetensors.torch import load_file
 
 import mfpeft
-from mfpeft.engine.arguments import TrainingArguments
+from mfpeft.engine.arguments import DEMO_PRESET, TrainingArguments
 from mfpeft.engine.command_line import parse_training_arguments
-from mfpeft.engine.training import train
+from mfpeft.engine.training import idle_cores_notice, make_optimizer, train
 from mfpeft.models.sam import SamLoadError
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
@@ -151,11 +151,43 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> Non
         assert torch.equal(a[key], b[key]), key
 
 
+def test_presets_choose_the_optimizer_and_explicit_flags_win(tmp_path: Path) -> None:
+    paper = parse_training_arguments(["--preset", "paper"])
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(2))], paper)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["lr"] == 0.01 and optimizer.defaults["momentum"] == 0.9
+    assert optimizer.defaults["weight_decay"] == 5e-4
+    demo = parse_training_arguments(["--preset", "demo"])
+    optimizer = make_optimizer([torch.nn.Parameter(torch.zeros(2))], demo)
+    assert isinstance(optimizer, torch.optim.AdamW)
+    assert optimizer.defaults["lr"] == demo.learning_rate == DEMO_PRESET["learning_rate"]
+    assert optimizer.defaults["weight_decay"] == DEMO_PRESET["weight_decay"]
+    explicit = parse_training_arguments(["--preset", "demo", "--optimizer", "sgd", "--learning-rate", "0.05"])
+    assert isinstance(make_optimizer([torch.nn.Parameter(torch.zeros(2))], explicit), torch.optim.SGD)
+    assert explicit.learning_rate == 0.05
+
+
+def test_a_lone_cpu_process_on_fewer_threads_than_cores_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    notice = idle_cores_notice("cpu", 1)
+    assert notice is not None and "Using 1 of 2 CPU cores (OMP_NUM_THREADS=1)" in notice
+    assert "--num_processes 1" in notice and "OMP_NUM_THREADS=2" in notice
+    assert idle_cores_notice("cuda", 1) is None and idle_cores_notice("cpu", 2) is None
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert idle_cores_notice("cpu", 1) is None
+
+
 def test_bad_input_fails_before_training(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="tuner='foo'"):
         smoke_args(tmp_path, "--tuner", "foo")
     with pytest.raises(ValueError, match="rank=0"):
         smoke_args(tmp_path, "--rank", "0")
+    with pytest.raises(ValueError, match="optimizer='adam' must be one of"):
+        smoke_args(tmp_path, "--optimizer", "adam")
+    with pytest.raises(ValueError, match="weight_decay=-0.1"):
+        smoke_args(tmp_path, "--weight-decay", "-0.1")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(smoke_args(tmp_path, "--dataset", "vaihingen", "--data-dir", str(tmp_path / "nowhere")))
     with pytest.raises(ValueError, match=r"modalities \['sar'\] are not in data set 'demo'"):
