@@ -290,6 +290,7 @@ def train(args: TrainingArguments) -> TrainResult:
         plot_scores = test_scores
     if accelerator.is_main_process:
         mfnet.config.evaluation_results = summary(metrics)
+        mfnet.config.training_hyperparameters = hyperparameters(args, state.step, accelerator.num_processes)
         save_adapter(unwrapped, output_dir)
         write_json(output_dir / "metrics.json", metrics)
         if test:
@@ -320,6 +321,28 @@ def summary(metrics: dict[str, Any]) -> dict[str, float]:
                 if scores.get(key) is not None:
                     out[f"{split}_{name}"] = float(scores[key])
     return out
+
+
+def hyperparameters(args: TrainingArguments, steps: int, num_processes: int) -> dict[str, Any]:
+    """What the model card reports about a run: enough to train the same weights again."""
+    optimizer = f"{args.optimizer} (momentum {args.momentum})" if args.optimizer == "sgd" else args.optimizer
+    schedule = (
+        f"x{args.lr_gamma:g} at epochs {', '.join(map(str, args.lr_milestones))} of {args.epochs}"
+        if args.lr_milestones else "constant"
+    )  # fmt: skip
+    return {
+        "dataset": args.dataset if args.data_dir is None else f"{args.dataset} ({Path(args.data_dir).name})",
+        "base_model": args.base_model,
+        "optimizer": optimizer,
+        "learning_rate": f"{args.learning_rate:g}",
+        "weight_decay": f"{args.weight_decay:g}",
+        "lr_schedule": schedule,
+        "steps": steps,
+        "batch_size": f"{args.batch_size} per process x {num_processes}",
+        "chip_size": args.chip_size,
+        "mixed_precision": args.mixed_precision,
+        "seed": args.seed,
+    }
 
 
 def save_adapter(peft_model: Any, folder: Path) -> None:

@@ -37,6 +37,8 @@ class MFNetConfig(PreTrainedConfig):
         semantic_loss_ignore_index: label value ignored by the loss (255).
         score_classes: class indices averaged in mF1 / mIoU (ISPRS: 0-4, clutter excluded); None = all.
         evaluation_results: metrics measured on this model (written to the model card).
+        training_hyperparameters: how the weights were trained (optimizer, learning rate, steps, ...; written to the
+            model card).
         padding_free_encoder: run SAM's window layers without the window padding's wasted work (about 1.4x
             faster at 256 x 256, equal to the stock layers up to float rounding; see `mfpeft.optimize_sam_encoder`).
             False keeps transformers' layers as they come.
@@ -63,6 +65,7 @@ class MFNetConfig(PreTrainedConfig):
         semantic_loss_ignore_index: int = 255,
         score_classes: Sequence[int] | None = None,
         evaluation_results: Mapping[str, Any] | None = None,
+        training_hyperparameters: Mapping[str, Any] | None = None,
         padding_free_encoder: bool = True,
         **kwargs: Any,
     ) -> None:
@@ -98,6 +101,7 @@ class MFNetConfig(PreTrainedConfig):
         self.semantic_loss_ignore_index = semantic_loss_ignore_index
         self.score_classes = list(score_classes) if score_classes is not None else None
         self.evaluation_results = dict(evaluation_results) if evaluation_results else None
+        self.training_hyperparameters = dict(training_hyperparameters) if training_hyperparameters else None
         self.padding_free_encoder = padding_free_encoder
         super().__init__(**kwargs)
         self.validate_mfnet()

@@ -9,7 +9,7 @@ from .sam import size_name
 
 
 def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
-    """Markdown with YAML front matter: base model, tuner, rank, classes and palette, modalities, metrics, usage."""
+    """Markdown with YAML front matter: base model, tuner, classes and palette, modalities, metrics, training, usage."""
     from transformers import SamVisionConfig
 
     vision = SamVisionConfig(**model_config["vision_config"])
@@ -66,6 +66,10 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
                 lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
     else:
         lines.append("No metrics were recorded for this adapter.")
+    training = model_config.get("training_hyperparameters") or {}
+    if training:
+        lines += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]
+        lines += [f"| {key} | {value} |" for key, value in training.items()]
     inputs = ", ".join(f'"{n}": torch.rand(1, {c}, {vision.image_size}, {vision.image_size})' for n, c in modalities)
     lines += [
         "",

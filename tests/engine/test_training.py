@@ -97,6 +97,8 @@ def test_a_run_writes_its_outputs_and_pushes_the_adapter(tmp_path: Path, hub_upl
     assert len(list((out / "checkpoints").iterdir())) == 1, "rotation keeps checkpoints_total_limit states"
     card = (out / "README.md").read_text()
     assert "test_mIoU" in card and "MMLoRA" in card
+    assert "## Training" in card and "| optimizer | adamw |" in card and "| learning_rate | 0.001 |" in card
+    assert "| steps | 2 |" in card and "| batch_size | 2 per process x 1 |" in card
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("overall_accuracy", "mean_f1", "mean_iou", "kappa", "per_class_f1", "per_class_iou"):
         assert key in metrics["test"]
