@@ -141,9 +141,9 @@ class TrainingArguments:
             raise ValueError(f"train_fraction={self.train_fraction!r} must be in (0, 1]")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
-        if self.weight_decay < 0:
+        if not self.weight_decay >= 0:  # NaN too
             raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if self.learning_rate <= 0:
+        if not self.learning_rate > 0:  # NaN too
             raise ValueError(f"learning_rate={self.learning_rate!r} must be positive")
         if self.chip_size % 32:
             raise ValueError(f"chip_size={self.chip_size} must be a multiple of 32")

@@ -290,7 +290,7 @@ def train(args: TrainingArguments) -> TrainResult:
         plot_scores = test_scores
     if accelerator.is_main_process:
         mfnet.config.evaluation_results = summary(metrics)
-        mfnet.config.training_hyperparameters = hyperparameters(args, state.step, accelerator.num_processes)
+        mfnet.config.training_hyperparameters = training_hyperparameters(args, state.step, accelerator.num_processes)
         save_adapter(unwrapped, output_dir)
         write_json(output_dir / "metrics.json", metrics)
         if test:
@@ -323,7 +323,7 @@ def summary(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def hyperparameters(args: TrainingArguments, steps: int, num_processes: int) -> dict[str, Any]:
+def training_hyperparameters(args: TrainingArguments, steps: int, num_processes: int) -> dict[str, Any]:
     """What the model card reports about a run: enough to train the same weights again."""
     optimizer = f"{args.optimizer} (momentum {args.momentum})" if args.optimizer == "sgd" else args.optimizer
     schedule = (

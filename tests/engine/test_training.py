@@ -190,6 +190,8 @@ def test_bad_input_fails_before_training(tmp_path: Path) -> None:
         smoke_args(tmp_path, "--optimizer", "adam")
     with pytest.raises(ValueError, match="weight_decay=-0.1"):
         smoke_args(tmp_path, "--weight-decay", "-0.1")
+    with pytest.raises(ValueError, match="learning_rate=nan"):
+        smoke_args(tmp_path, "--learning-rate", "nan")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train(smoke_args(tmp_path, "--dataset", "vaihingen", "--data-dir", str(tmp_path / "nowhere")))
     with pytest.raises(ValueError, match=r"modalities \['sar'\] are not in data set 'demo'"):
