@@ -26,15 +26,20 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mfpeft"
 
 
-def cached_folder(root: Path, build: Callable[[Path], None], stamp: str) -> Path:
-    """`root`, built by ``build(tmp)`` into a temporary folder and renamed to `root` unless already complete.
+def cached_folder(
+    name: str, build: Callable[[Path], None], stamp: str, cache_dir: str | Path | None = None
+) -> Path:
+    """The entry ``name`` of the cache, built by ``build(tmp)`` into a temporary folder and renamed into place
+    unless already complete.
 
     Args:
-        root: the entry's folder; complete when it holds the ``COMPLETE`` marker.
+        name: the entry's folder name; the entry is complete when it holds the ``COMPLETE`` marker.
         build: writes the entry's files into the folder it is given (deterministic: a concurrent builder's copy
             is taken as identical).
         stamp: the marker's text (what was built).
+        cache_dir: the cache's folder (default `cache_root`).
     """
+    root = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / name
     if (root / COMPLETE_MARKER).is_file():
         return root
     root.parent.mkdir(parents=True, exist_ok=True)

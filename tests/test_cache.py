@@ -17,8 +17,8 @@ def test_built_once_then_reused(tmp_path: Path) -> None:
         (folder / "data.txt").write_text("x")
 
     root = tmp_path / "entry"
-    assert cached_folder(root, build, "stamp") == root
-    assert cached_folder(root, build, "stamp") == root
+    assert cached_folder("entry", build, "stamp", cache_dir=tmp_path) == root
+    assert cached_folder("entry", build, "stamp", cache_dir=tmp_path) == root
     assert len(calls) == 1 and calls[0] != root
     assert (root / "data.txt").read_text() == "x" and (root / "COMPLETE").read_text() == "stamp\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]
@@ -30,7 +30,7 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError, match="disk full"):
-        cached_folder(tmp_path / "entry", build, "stamp")
+        cached_folder("entry", build, "stamp", cache_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []
 
 

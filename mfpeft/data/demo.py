@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from mfpeft.cache import cache_root, cached_folder
+from mfpeft.cache import cached_folder
 from mfpeft.data.palette import IGNORE_INDEX, ISPRS_PALETTE, labels_to_rgb
 
-__all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "cache_root", "demo_data_dir", "make_demo_scene"]
+__all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "demo_data_dir", "make_demo_scene"]
 
 DEMO_VERSION = "v2"  # bump whenever the generated content changes: caches are keyed by it
 DEMO_SPLITS = {"train": (0, 1, 2, 3), "validation": (4,), "test": (5,)}
@@ -193,9 +193,7 @@ def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, size: int 
     """
     from rasterio.transform import from_origin
 
-    base = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
     suffix = "" if size == 512 else f"-size{size}"
-    root = base / f"demo-{DEMO_VERSION}-seed{seed}{suffix}"
 
     def build(folder: Path) -> None:
         for split, indices in DEMO_SPLITS.items():
@@ -213,5 +211,6 @@ def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, size: int 
                     rgb = labels_to_rgb(scene[key], ISPRS_PALETTE).transpose(2, 0, 1)
                     _write(Path(f"{stem}_{suffix_}.tif"), np.ascontiguousarray(rgb), transform)
 
-    return cached_folder(root, build, f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}")
+    name = f"demo-{DEMO_VERSION}-seed{seed}{suffix}"
+    return cached_folder(name, build, f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}", cache_dir)
 

@@ -61,7 +61,7 @@ def grad_cam(mfnet: Any, features: Sequence[torch.Tensor], classes: Sequence[int
     leaves = [f.detach().float().clone().requires_grad_(True) for f in features]
     size = mfnet.config.image_size
     with torch.enable_grad():
-        logits = mfnet.decode(list(leaves))[0]  # (L, S, S)
+        logits = mfnet.decode(leaves)[0]  # (L, S, S)
         prediction = logits.argmax(0)
         maps = torch.zeros(len(leaves), len(classes), size, size)
         for j, c in enumerate(classes):

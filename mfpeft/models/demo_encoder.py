@@ -230,14 +230,13 @@ def demo_encoder_dir(config: DemoPretrainingConfig | None = None, cache_dir: str
     Default location: ``cache_root() / config.cache_name``. Written to a temporary folder and renamed, so an
     interrupted run leaves nothing half-written. The folder also holds ``pretraining_loss.txt`` (one loss a step).
     """
-    from mfpeft.cache import cache_root, cached_folder
+    from mfpeft.cache import cached_folder
 
     config = config or DemoPretrainingConfig()
-    base = Path(cache_dir).expanduser() if cache_dir is not None else cache_root()
 
     def build(folder: Path) -> None:
         model, losses = pretrain_demo_encoder(config)
         save_quietly(model, folder)
         (folder / "pretraining_loss.txt").write_text("".join(f"{value:.6f}\n" for value in losses))
 
-    return cached_folder(base / config.cache_name, build, f"mfpeft {config.cache_name}")
+    return cached_folder(config.cache_name, build, f"mfpeft {config.cache_name}", cache_dir)

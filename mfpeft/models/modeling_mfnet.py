@@ -11,6 +11,7 @@ Data flow for M modalities, batch B, chip S (256) and SAM width D::
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +147,7 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         features = self.vision_encoder(stacked).last_hidden_state
         return list(features.float().unflatten(0, (len(self.config.modalities), -1)).unbind(0))
 
-    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+    def decode(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         """The head: M encoder maps (B, 256, S/16, S/16) -> logits (B, num_labels, S, S).
 
         With the DFM: pyramids, SE-Fusion, UNetFormer decoder with skips; without: the maps summed and decoded.
