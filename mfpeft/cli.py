@@ -91,7 +91,7 @@ def add_prepare_parser(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--push-to-hub", metavar="REPO", help="also push the data set to this Hub repository")
     add_source_arguments(p)
-    p.set_defaults(func=run_prepare)
+    p.set_defaults(func=run_prepare, on_interrupt=_nothing_written)
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -183,7 +183,7 @@ def add_evaluate_parser(subparsers: Any) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--output", help="also write the scores to this JSON file")
     add_source_arguments(p)
-    p.set_defaults(func=run_evaluate)
+    p.set_defaults(func=run_evaluate, on_interrupt=_nothing_written)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -217,21 +217,31 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():
+        sub.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+        sub.add_argument("--debug", action="store_true", help="show the full traceback of an error (or MFPEFT_DEBUG=1)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status (0 success, 1 a reported error, 2 a usage error)."""
+    """Run the command line; returns the exit status (0 success, 1 a reported error, 2 a usage error,
+    128 + N when stopped by signal N: 130 Ctrl-C, 143 SIGTERM). See `mfpeft.errors.run_command`."""
+    from mfpeft.errors import run_command
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "func", None) is None:
         parser.print_help(sys.stderr)
         return 2
-    try:
-        return int(args.func(args))
-    except (ValueError, OSError) as err:  # OSError: missing files, SAM that cannot be loaded
-        print(f"mfpeft {args.command}: error: {err}", file=sys.stderr)
-        return 1
+    on_interrupt = getattr(args, "on_interrupt", None)
+    return run_command(
+        f"mfpeft {args.command}", lambda: args.func(args), debug=args.debug,
+        on_interrupt=(lambda: on_interrupt(args)) if on_interrupt else None,
+    )  # fmt: skip
+
+
+def _nothing_written(args: argparse.Namespace) -> str:
+    return f"nothing written at {args.output}" if getattr(args, "output", None) else "nothing written"
 
 
 # -- predict, heatmap (whole-scene prediction; mfpeft.engine.predict / heatmap) --
@@ -279,7 +289,7 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
     p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
     p.add_argument("--preview-labels-only", action="store_true", help="no optical / DSM panels in the preview")
-    p.set_defaults(func=run_predict)
+    p.set_defaults(func=run_predict, on_interrupt=_nothing_written)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -314,7 +324,7 @@ def add_heatmap_parser(subparsers: Any) -> None:
     p.add_argument("--row", type=int, help="chip top row on the optical grid (default: centred)")
     p.add_argument("--col", type=int, help="chip left column on the optical grid (default: centred)")
     p.add_argument("--classes", help="comma-separated class ids or names (default: all)")
-    p.set_defaults(func=run_heatmap)
+    p.set_defaults(func=run_heatmap, on_interrupt=_nothing_written)
 
 
 def run_heatmap(args: argparse.Namespace) -> int:

@@ -1,0 +1,126 @@
+"""How a command ends: one line for a user error, the conventional status for a signal, a traceback on request.
+
+A leaf module (no mfpeft imports) shared by the CLI and the recipes:
+
+- `handle_signals` turns SIGTERM (what ``timeout``, ``docker stop`` and Slurm send) and SIGINT (Ctrl-C) into an
+  `Interrupted` exception, so every ``finally`` / ``except BaseException`` on the way up deletes its temporary
+  files exactly as for any other failure;
+- `run_command` runs a command's function and turns what escapes it into one line on stderr and an exit status:
+  1 for an error, 128 + N for signal N (130 Ctrl-C, 143 SIGTERM). ``--debug`` or ``MFPEFT_DEBUG=1`` re-raises
+  instead, with the full traceback.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+__all__ = ["DEBUG_ENV", "Interrupted", "debug_requested", "handle_signals", "run_command"]
+
+DEBUG_ENV = "MFPEFT_DEBUG"
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class Interrupted(BaseException):
+    """Raised in the main thread when the process receives SIGTERM or SIGINT.
+
+    A `BaseException` like `KeyboardInterrupt`, so ``except Exception`` blocks do not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """True when ``--debug`` was given or ``MFPEFT_DEBUG`` is set to anything but '', '0' or 'false'."""
+    return flag or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+@contextmanager
+def handle_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGINT raise `Interrupted` (main thread only; elsewhere a no-op)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def raise_interrupted(signum: int, frame: FrameType | None) -> None:
+        # Once is enough: a second signal during clean-up must not interrupt the clean-up itself.
+        for s in _SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
+        raise Interrupted(signum)
+
+    previous = {s: signal.getsignal(s) for s in _SIGNALS}
+    for s in _SIGNALS:
+        signal.signal(s, raise_interrupted)
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _describe(error: BaseException) -> str:
+    """One line for an exception: the message, with the path an OSError carries and a disk-full explanation."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" writing {error.filename}" if error.filename else ""
+        return f"no space left on the device{where}; free some space (or choose another output folder) and rerun"
+    if isinstance(error, KeyError):
+        text = f"missing key {error.args[0]!r}" if error.args else "missing key"
+    else:
+        text = str(error) or type(error).__name__
+        if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+            text = f"{error.filename}: {text}"
+    return " ".join(text.split())
+
+
+def run_command(
+    prog: str,
+    func: Callable[[], int],
+    *,
+    debug: bool = False,
+    on_interrupt: Callable[[], str] | None = None,
+) -> int:
+    """Run ``func`` under `handle_signals`; returns its status, or 1 / 128+N after one line on stderr.
+
+    ``on_interrupt`` says, once the clean-up has run, what an interrupted run left (e.g. "nothing written at X"
+    or "resume with ..."). Errors other than ValueError / OSError / KeyError are bugs: still one line, with a
+    pointer to the traceback.
+    """
+    debug = debug_requested(debug)
+    try:
+        with handle_signals():
+            return int(func())
+    except (Interrupted, KeyboardInterrupt) as stop:
+        status = stop.exit_status if isinstance(stop, Interrupted) else 130
+        what = stop.args[0] if isinstance(stop, Interrupted) else "interrupted"
+        detail = on_interrupt() if on_interrupt is not None else ""
+        print(f"{prog}: {what}" + (f"; {detail}" if detail else ""), file=sys.stderr)
+        if debug:
+            raise
+        return status
+    except (ValueError, OSError, KeyError) as error:
+        if debug:
+            raise
+        print(f"{prog}: error: {_describe(error)}", file=sys.stderr)
+        return 1
+    except Exception as error:
+        if debug:
+            raise
+        print(
+            f"{prog}: internal error: {type(error).__name__}: {_describe(error)} "
+            f"(rerun with --debug or {DEBUG_ENV}=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 1
