@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-__all__ = ["DEBUG_ENV", "Interrupted", "debug_requested", "handle_signals", "run_command"]
+__all__ = ["DEBUG_ENV", "Interrupted", "debug_requested", "ensure_free_space", "handle_signals", "run_command"]
 
 DEBUG_ENV = "MFPEFT_DEBUG"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -32,8 +32,9 @@ class Interrupted(BaseException):
     A `BaseException` like `KeyboardInterrupt`, so ``except Exception`` blocks do not swallow it.
     """
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, detail: str = "") -> None:
         self.signum = signum
+        self.detail = detail  # what the interrupted work left, e.g. "resume with ..."; filled in on the way up
         super().__init__(f"interrupted by {signal.Signals(signum).name}")
 
     @property
@@ -71,11 +72,45 @@ def handle_signals() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _megabytes(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def _free_bytes(path: str | os.PathLike[str]) -> int | None:
+    """Free bytes on the file system of ``path`` (its nearest existing parent), None if unknown."""
+    import shutil
+    from pathlib import Path
+
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return None
+
+
+def ensure_free_space(path: str | os.PathLike[str], needed: int, what: str) -> None:
+    """Raise ENOSPC before writing ``what`` (about ``needed`` bytes) under ``path`` when the disk cannot hold it.
+
+    A pre-flight estimate: the write itself still reports a full disk if the estimate was short.
+    """
+    free = _free_bytes(path)
+    if free is not None and free < needed:
+        raise OSError(errno.ENOSPC, f"{what} needs about {_megabytes(needed)}, {_megabytes(free)} free", str(path))
+
+
 def _describe(error: BaseException) -> str:
     """One line for an exception: the message, with the path an OSError carries and a disk-full explanation."""
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         where = f" writing {error.filename}" if error.filename else ""
-        return f"no space left on the device{where}; free some space (or choose another output folder) and rerun"
+        known = error.strerror and error.strerror != os.strerror(errno.ENOSPC)
+        free = _free_bytes(error.filename) if error.filename else None
+        detail = error.strerror if known else (f"{_megabytes(free)} free" if free is not None else "")
+        return (
+            f"no space left on the device{where}" + (f" ({detail})" if detail else "")
+            + "; free some space (or choose another output folder) and rerun; nothing partial was kept"
+        )
     if isinstance(error, KeyError):
         text = f"missing key {error.args[0]!r}" if error.args else "missing key"
     else:
@@ -105,7 +140,7 @@ def run_command(
     except (Interrupted, KeyboardInterrupt) as stop:
         status = stop.exit_status if isinstance(stop, Interrupted) else 130
         what = stop.args[0] if isinstance(stop, Interrupted) else "interrupted"
-        detail = on_interrupt() if on_interrupt is not None else ""
+        detail = getattr(stop, "detail", "") or (on_interrupt() if on_interrupt is not None else "")
         print(f"{prog}: {what}" + (f"; {detail}" if detail else ""), file=sys.stderr)
         if debug:
             raise

@@ -4,7 +4,8 @@
     accelerate launch recipes/train.py --tuner mmadapter --dataset vaihingen --data-dir data/Vaihingen \
         --base-model facebook/sam-vit-base --preset paper --output-dir outputs/vaihingen-mmadapter
 
-Every option: `python recipes/train.py --help`; the loop lives in `mfpeft.engine.training`.
+Every option: `python recipes/train.py --help`; the loop lives in `mfpeft.engine.training`. Errors are one line
+(exit 1; `MFPEFT_DEBUG=1` shows the traceback); SIGTERM / Ctrl-C keep the complete checkpoints and say how to resume.
 """
 
 from __future__ import annotations
@@ -13,15 +14,16 @@ import sys
 
 from mfpeft.engine.command_line import parse_training_arguments
 from mfpeft.engine.training import train
+from mfpeft.errors import run_command
+
+
+def run() -> int:
+    train(parse_training_arguments())
+    return 0
 
 
 def main() -> int:
-    try:
-        train(parse_training_arguments())
-    except (ValueError, OSError) as error:  # bad input: one clear line, no traceback
-        print(f"train.py: error: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return run_command("train.py", run)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 TUNERS = ("mmlora", "mmadapter", "lora", "adapter", "none")
@@ -50,6 +49,18 @@ DEMO_PRESET: dict[str, Any] = dict(
     checkpoint_every=150,
     output_dir="outputs/demo",
 )
+
+
+def check_generated_base_model(base_model: str) -> None:
+    """Raise ValueError for ``random:SIZE`` / ``demo:SIZE`` names mfpeft cannot generate (before any file is made)."""
+    from ..models.demo_encoder import DEMO_ENCODER_PREFIX
+    from ..models.sam import SAM_SIZES
+
+    if base_model.startswith("random:") and base_model.removeprefix("random:") not in SAM_SIZES:
+        raise ValueError(f"base_model={base_model!r}: random sizes are {['random:' + s for s in SAM_SIZES]}")
+    if base_model.startswith(DEMO_ENCODER_PREFIX) and base_model != DEMO_ENCODER_PREFIX + "tiny":
+        # Pre-training a full-size encoder on CPU would take hours; the demo encoder is a pipeline check only.
+        raise ValueError(f"base_model={base_model!r}: the demo encoder comes in one size, demo:tiny")
 
 
 @dataclass
@@ -105,6 +116,10 @@ class TrainingArguments:
     )
     checkpoint_every: int | None = field(default=None, metadata={"help": "save a resumable state every N steps"})
     checkpoints_total_limit: int = field(default=2, metadata={"help": "resumable states kept"})
+    overwrite: bool = field(
+        default=False,
+        metadata={"help": "replace the run already in --output-dir (removed only once the new one is saved)"},
+    )
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "latest or a checkpoint folder"})
     push_to_hub: str | None = field(default=None, metadata={"help": "Hub repository for the trained adapter"})
     report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker(s), e.g. tensorboard"})
@@ -137,14 +152,22 @@ class TrainingArguments:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value <= 0):
                 raise ValueError(f"{name}={value!r} must be a positive integer or None")
-        if not 0 < self.train_fraction <= 1 or math.isnan(self.train_fraction):
+        if not 0 < self.train_fraction <= 1:  # NaN too
             raise ValueError(f"train_fraction={self.train_fraction!r} must be in (0, 1]")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
-        if not self.weight_decay >= 0:  # NaN too
-            raise ValueError(f"weight_decay={self.weight_decay!r} must be >= 0")
-        if not self.learning_rate > 0:  # NaN too
-            raise ValueError(f"learning_rate={self.learning_rate!r} must be positive")
+        # `not x >= 0` is also true for NaN; math.isfinite rules out inf, which trains on NaN weights.
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
+        if not (self.learning_rate > 0 and math.isfinite(self.learning_rate)):
+            raise ValueError(f"learning_rate={self.learning_rate!r} must be a finite positive number")
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum={self.momentum!r} must be in [0, 1)")
+        if not (self.lr_gamma > 0 and math.isfinite(self.lr_gamma)):
+            raise ValueError(f"lr_gamma={self.lr_gamma!r} must be a finite positive number (0.1: LR x0.1 a milestone)")
+        if any(not isinstance(m, int) or m <= 0 for m in self.lr_milestones):
+            raise ValueError(f"lr_milestones={self.lr_milestones!r} must be positive epoch numbers")
+        check_generated_base_model(self.base_model)
         if self.chip_size % 32:
             raise ValueError(f"chip_size={self.chip_size} must be a multiple of 32")
         if self.modalities is not None and (not self.modalities or len(set(self.modalities)) != len(self.modalities)):
@@ -156,10 +179,6 @@ class TrainingArguments:
     def total_steps(self) -> int:
         planned = self.epochs * self.steps_per_epoch
         return min(planned, self.max_steps) if self.max_steps is not None else planned
-
-    @property
-    def output_path(self) -> Path:
-        return Path(self.output_dir)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

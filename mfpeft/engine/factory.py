@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from peft import PeftModel, get_peft_model
 
+from ..errors import ensure_free_space
 from ..models.configuration_mfnet import MFNetConfig
 from ..models.demo_encoder import DEMO_ENCODER_PREFIX, DemoPretrainingConfig, demo_encoder_dir
 from ..models.modeling_mfnet import MFNetForSegmentation
-from ..models.sam import SAM_SIZES, load_sam_vision_encoder, random_sam_vision_model, save_quietly
+from ..models.sam import load_sam_vision_encoder, random_sam_vision_model, save_quietly
 from ..tuners import MMAdapterConfig, MMLoraConfig
 from ..tuners.config import MultimodalConfig
-from .arguments import TrainingArguments
+from .arguments import TrainingArguments, check_generated_base_model
 
 RANDOM_PREFIX = "random:"
 
@@ -40,25 +42,33 @@ def write_generated_base_model(
     of the demo data set of `data_seed` (built once and cached, see `mfpeft.models.demo_encoder`), resized to
     `image_size`. Other base models are left alone.
 
+    The folder is written through a temporary sibling, so a failure (full disk, signal) leaves no partial copy.
+
     Raises:
         ValueError: an unknown size after ``random:`` or ``demo:``.
     """
+    if not is_generated_base_model(base_model):
+        return
+    check_generated_base_model(base_model)
     if base_model.startswith(RANDOM_PREFIX):
-        size = base_model.removeprefix(RANDOM_PREFIX)
-        if size not in SAM_SIZES:
-            raise ValueError(f"base_model={base_model!r}: random sizes are {[RANDOM_PREFIX + s for s in SAM_SIZES]}")
-        model = random_sam_vision_model(size, image_size=image_size, seed=seed)
-    elif base_model.startswith(DEMO_ENCODER_PREFIX):
-        size = base_model.removeprefix(DEMO_ENCODER_PREFIX)
-        if size != "tiny":
-            # Pre-training a full-size encoder on CPU would take hours; the demo encoder is a pipeline check only.
-            raise ValueError(f"base_model={base_model!r}: the demo encoder comes in one size, demo:tiny")
-        folder = demo_encoder_dir(DemoPretrainingConfig(size=size, data_seed=data_seed))
+        model = random_sam_vision_model(base_model.removeprefix(RANDOM_PREFIX), image_size=image_size, seed=seed)
+    else:
+        folder = demo_encoder_dir(DemoPretrainingConfig(size=base_model.removeprefix(DEMO_ENCODER_PREFIX),
+                                                        data_seed=data_seed))  # fmt: skip
         model = load_sam_vision_encoder(folder, image_size=image_size)
         model.name_or_path = base_model
-    else:
-        return
-    save_quietly(model, base_model_source(base_model, output_dir))
+    final = output_dir / "base-model"
+    tmp = output_dir / ".base-model.saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    ensure_free_space(output_dir, size, f"base model {base_model}")
+    try:
+        save_quietly(model, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def tuner_config(args: TrainingArguments, num_modalities: int) -> MultimodalConfig:

@@ -12,11 +12,17 @@ import numpy as np
 import torch
 
 
-def write_json(path: Path, data: Mapping[str, Any]) -> None:
-    """Write strict JSON atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def write_json(path: Path, data: Mapping[str, Any], *, allow_nan: bool = False) -> None:
+    """Write JSON (strict unless ``allow_nan``) atomically: a reader sees the old file or the whole new one, and a
+    failure (full disk, signal) leaves no temporary file behind."""
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=allow_nan) + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:

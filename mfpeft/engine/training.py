@@ -24,9 +24,18 @@ from ..data.datasets import RandomChipDataset, collate_chips
 from ..data.geometry import ChipWindow
 from ..data.sources import get_source
 from ..data.tile import Tile
+from ..errors import Interrupted
 from ..metrics.scores import scores_to_json, segmentation_scores
 from ..models.adapter_io import push_adapter_to_hub
 from .arguments import TrainingArguments
+from .checkpoints import (
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_scheduler_state,
+    save_checkpoint,
+    scheduler_state,
+)
 from .evaluation import evaluate_tiles
 from .factory import (
     RANDOM_PREFIX,
@@ -38,7 +47,7 @@ from .factory import (
 from .reports import write_chip_previews, write_json
 
 BEST_DIR = "best"
-CHECKPOINT_DIR = "checkpoints"
+NEW_RUN_SUFFIX = ".new-run"  # staging folder of an --overwrite run, swapped in at its end
 
 
 @dataclass
@@ -107,41 +116,90 @@ def resolve_modalities(requested: list[str] | None, tile: Tile, dataset: str) ->
     return list(requested)
 
 
-def find_checkpoint(output_dir: Path, resume: str) -> Path:
-    """The checkpoint folder `resume` names ("latest" = newest under ``output_dir/checkpoints``)."""
-    if resume == "latest":
-        folder = output_dir / CHECKPOINT_DIR
-        candidates = sorted(
-            (p for p in folder.glob("checkpoint_*") if p.is_dir()), key=lambda p: int(p.name.split("_")[-1])
+def check_chip_size(chip_size: int, sizes: list[tuple[int, int]], names: list[str]) -> None:
+    """Chips may overhang (be padded past) some tiles, but must fit inside at least one training tile."""
+    fits = [min(h, w) for h, w in sizes]
+    best = max(range(len(sizes)), key=lambda i: fits[i])
+    if chip_size > fits[best]:
+        h, w = sizes[best]
+        raise ValueError(
+            f"--chip-size {chip_size} is larger than every training tile (the largest, {names[best]!r}, is "
+            f"{h} x {w}); use --chip-size {fits[best] // 32 * 32} or less"
         )
-        if not candidates:
-            raise FileNotFoundError(f"--resume-from-checkpoint latest: no checkpoint in {folder}")
-        return candidates[-1]
-    path = Path(resume)
-    if not path.is_dir() or (not any(path.glob("*.safetensors")) and not any(path.glob("*.bin"))):
-        raise FileNotFoundError(f"--resume-from-checkpoint {resume}: not a checkpoint folder")
-    return path
+
+
+def run_folder(args: TrainingArguments) -> Path:
+    """Where this run writes, decided before anything is created: ``--output-dir`` itself, or, to ``--overwrite`` a
+    run already there, the staging sibling ``<output-dir>.new-run`` that `install_run` swaps in at the end.
+
+    Raises:
+        ValueError: ``--output-dir`` holds files and neither ``--resume-from-checkpoint`` nor ``--overwrite`` is set.
+    """
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--output-dir {out}: is a file, not a folder")
+    held = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if held and args.overwrite:
+        return out.with_name(out.name + NEW_RUN_SUFFIX)
+    if held and not args.resume_from_checkpoint:
+        shown = ", ".join(held[:4]) + (", ..." if len(held) > 4 else "")
+        raise ValueError(
+            f"--output-dir {out} already holds a run ({shown}); resume it with --resume-from-checkpoint latest, "
+            "replace it with --overwrite, or choose another --output-dir"
+        )
+    return out
+
+
+def install_run(work_dir: Path, output_dir: Path) -> None:
+    """Swap a finished staging folder in for the run it replaces; the old run is deleted only after the swap."""
+    if work_dir == output_dir:
+        return
+    aside = output_dir.with_name(output_dir.name + ".replaced-run")
+    shutil.rmtree(aside, ignore_errors=True)
+    if output_dir.exists():
+        output_dir.rename(aside)
+    work_dir.rename(output_dir)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def interrupted_detail(work_dir: Path, args: TrainingArguments) -> str:
+    """What an interrupted run leaves and how to go on, for the one line the command prints."""
+    done = list_checkpoints(work_dir)
+    if done:
+        extra = " --overwrite" if work_dir != Path(args.output_dir) else ""
+        return f"resume with the same command and --resume-from-checkpoint latest{extra} (newest: {done[-1]})"
+    if work_dir != Path(args.output_dir):
+        return f"no checkpoint yet; {args.output_dir} is unchanged"
+    return f"no checkpoint yet; to start again, rerun with --overwrite (partial files in {work_dir})"
 
 
 def train(args: TrainingArguments) -> TrainResult:
+    """Train, validate, select, test and save; see the module docstring. An interrupted run (SIGTERM / SIGINT)
+    leaves its complete checkpoints and says how to resume."""
+    work_dir = run_folder(args)
+    try:
+        return _train(args, work_dir)
+    except Interrupted as stop:
+        stop.detail = stop.detail or interrupted_detail(work_dir, args)
+        raise
+
+
+def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     output_dir = Path(args.output_dir)
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
-        project_config=ProjectConfiguration(
-            project_dir=str(output_dir),
-            logging_dir=str(output_dir / "logs"),
-            automatic_checkpoint_naming=True,
-            total_limit=args.checkpoints_total_limit,
-        ),
+        project_config=ProjectConfiguration(project_dir=str(work_dir), logging_dir=str(work_dir / "logs")),
     )
     set_seed(args.seed)
     say = accelerator.print
     notice = idle_cores_notice(accelerator.device.type, accelerator.num_processes)
     if notice:
         say(notice)
+    if work_dir != output_dir:
+        say(f"--overwrite: training in {work_dir}; it replaces {output_dir} once the run is saved")
 
-    # -- data: every check before any training step --
+    # -- data: every check before any training step or file --
     splits = get_source(args.dataset, args.data_dir, **args.source_options)
     if not splits["train"]:
         raise ValueError(f"data set {args.dataset!r} has no training tiles")
@@ -151,23 +209,24 @@ def train(args: TrainingArguments) -> TrainResult:
     train_set = RandomChipDataset(
         train_tiles, modalities, chip_size=args.chip_size, length=chips_per_epoch, seed=args.seed, rot90=args.rot90
     )
-    first = train_set.read(0, ChipWindow(0, 0, args.chip_size, args.chip_size))
+    check_chip_size(args.chip_size, train_set.sizes, [t.name for t in train_tiles])
+    height, width = train_set.sizes[0]
+    first = train_set.read(0, ChipWindow(0, 0, min(args.chip_size, height), min(args.chip_size, width)))
     channels = {name: int(first["pixel_values"][name].shape[0]) for name in modalities}
     encoding = train_tiles[0].label_encoding
     scaling = {name: s.to_dict() for name, s in train_set.scalings[0].items()}
     validation, test = splits["validation"], splits["test"]
     if not validation:
         say("No validation split: the last step is kept (a model is never selected on the test split).")
-    resume_path = find_checkpoint(output_dir, args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, say) if args.resume_from_checkpoint else None
 
-    # -- model --
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        data_seed = int(args.source_options.get("seed", 0)) if args.dataset == "demo" else 0
-        write_generated_base_model(args.base_model, args.chip_size, output_dir, args.seed, data_seed=data_seed)
-    accelerator.wait_for_everyone()
-    sam_source = base_model_source(args.base_model, output_dir)
-    if is_generated_base_model(args.base_model):
+    # -- model: a real SAM is loaded before the run folder exists, so a bad --base-model creates nothing --
+    generated = is_generated_base_model(args.base_model)
+    accelerator.wait_for_everyone()  # every process has decided on the run folder before any creates it
+    if generated:
+        _create_run_folder(accelerator, args, work_dir)
+    sam_source = base_model_source(args.base_model, work_dir)
+    if generated:
         what = (
             "a RANDOM SAM encoder"
             if args.base_model.startswith(RANDOM_PREFIX)
@@ -183,7 +242,11 @@ def train(args: TrainingArguments) -> TrainResult:
         args, sam_source, modality_channels=channels, classes=encoding.classes, palette=encoding.palette,
         input_scaling=scaling, score_classes=score_classes,
     )  # fmt: skip
+    if not generated:
+        _create_run_folder(accelerator, args, work_dir)
     mfnet: Any = model.get_base_model()
+    # Record where the encoder will be once the run is installed at --output-dir, not the staging folder.
+    mfnet.config.sam_name_or_path = base_model_source(args.base_model, output_dir)
     trainable = [p for p in model.parameters() if p.requires_grad]
     say(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; modalities {channels}")
     optimizer = make_optimizer(trainable, args)
@@ -202,14 +265,17 @@ def train(args: TrainingArguments) -> TrainResult:
         drop_last=True,
         generator=torch.Generator().manual_seed(args.seed),
     )
+    # Model state plus up to two optimizer moments per trained value (AdamW), for the free-space check.
+    checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    checkpoint_bytes += 2 * sum(p.numel() * p.element_size() for p in trainable)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
     state = TrainState()
-    accelerator.register_for_checkpointing(scheduler, state)
     if resume_path is not None:
-        accelerator.load_state(str(resume_path))
-        # Continue the automatic checkpoint numbering after the newest existing state.
-        existing = [int(p.name.split("_")[-1]) for p in (output_dir / CHECKPOINT_DIR).glob("checkpoint_*")]
-        accelerator.project_configuration.iteration = max(existing, default=-1) + 1
+        # Only JSON and weights_only files are read (mfpeft.engine.checkpoints); nothing is registered for
+        # Accelerate's pickled custom states.
+        saved = load_checkpoint(accelerator, resume_path)
+        state.load_state_dict(saved["train_state"])
+        load_scheduler_state(scheduler, saved["scheduler"])
         say(f"Resumed from {resume_path} at step {state.step}")
     if args.report_to:
         accelerator.init_trackers("mfpeft", config={k: str(v) for k, v in args.to_json().items()})
@@ -259,10 +325,11 @@ def train(args: TrainingArguments) -> TrainResult:
                     state.best_miou, state.best_step = scores["mean_iou"], state.step
                     state.best_scores = scores_to_json(scores)
                     if accelerator.is_main_process:
-                        save_adapter(accelerator.unwrap_model(model), output_dir / BEST_DIR)
+                        save_adapter(accelerator.unwrap_model(model), work_dir / BEST_DIR)
             if args.checkpoint_every and state.step % args.checkpoint_every == 0:
-                accelerator.wait_for_everyone()
-                accelerator.save_state()
+                trainer_state = {"train_state": state.state_dict(), "scheduler": scheduler_state(scheduler)}
+                save_checkpoint(accelerator, work_dir, state.step, trainer_state, args.checkpoints_total_limit,
+                                size_hint=checkpoint_bytes)  # fmt: skip
             if state.step >= total:
                 break
     progress.close()
@@ -271,7 +338,7 @@ def train(args: TrainingArguments) -> TrainResult:
 
     # -- select, test, save --
     unwrapped = accelerator.unwrap_model(model)
-    best = output_dir / BEST_DIR
+    best = work_dir / BEST_DIR
     if validation and (best / "adapter_model.safetensors").is_file():
         load_trained_weights(unwrapped, best)
     unwrapped.eval()
@@ -291,17 +358,18 @@ def train(args: TrainingArguments) -> TrainResult:
     if accelerator.is_main_process:
         mfnet.config.evaluation_results = summary(metrics)
         mfnet.config.training_hyperparameters = training_hyperparameters(args, state.step, accelerator.num_processes)
-        save_adapter(unwrapped, output_dir)
-        write_json(output_dir / "metrics.json", metrics)
+        save_adapter(unwrapped, work_dir)
+        write_json(work_dir / "metrics.json", metrics)
         if test:
-            write_plots(plot_scores, matrix.matrix, list(encoding.classes), output_dir)
+            write_plots(plot_scores, matrix.matrix, list(encoding.classes), work_dir)
         if validation:
             preview_set = RandomChipDataset(validation, modalities, chip_size=args.chip_size, length=4, seed=1,
                                             augment=False)  # fmt: skip
             write_chip_previews(
-                unwrapped, [preview_set[i] for i in range(4)], encoding.palette, output_dir / "preview.png",
+                unwrapped, [preview_set[i] for i in range(4)], encoding.palette, work_dir / "preview.png",
                 device=accelerator.device,
             )  # fmt: skip
+        install_run(work_dir, output_dir)
         if args.push_to_hub:
             push_adapter_to_hub(unwrapped, args.push_to_hub)
             say(f"Pushed the adapter to {args.push_to_hub}")
@@ -309,6 +377,18 @@ def train(args: TrainingArguments) -> TrainResult:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(output_dir=output_dir, metrics=metrics, steps=state.step)
+
+
+def _create_run_folder(accelerator: Accelerator, args: TrainingArguments, work_dir: Path) -> None:
+    """Create the run folder (a stale staging folder of an earlier --overwrite is started afresh) and, for a
+    generated encoder, save it there as ``base-model/``."""
+    if accelerator.is_main_process:
+        if work_dir != Path(args.output_dir) and not args.resume_from_checkpoint:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True, exist_ok=True)
+        data_seed = int(args.source_options.get("seed", 0)) if args.dataset == "demo" else 0
+        write_generated_base_model(args.base_model, args.chip_size, work_dir, args.seed, data_seed=data_seed)
+    accelerator.wait_for_everyone()
 
 
 def summary(metrics: dict[str, Any]) -> dict[str, float]:
@@ -346,14 +426,17 @@ def training_hyperparameters(args: TrainingArguments, steps: int, num_processes:
 
 
 def save_adapter(peft_model: Any, folder: Path) -> None:
-    """Write the adapter folder through a temporary sibling so a reader never sees half of it."""
+    """Write the adapter folder through a temporary sibling so a reader never sees half of it, and a failure (full
+    disk, signal) leaves neither the sibling nor a half-replaced folder."""
     tmp = folder.with_name(folder.name + ".saving")
     shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(str(tmp))
-    folder.mkdir(parents=True, exist_ok=True)
-    for path in tmp.iterdir():
-        path.replace(folder / path.name)
-    tmp.rmdir()
+    try:
+        peft_model.save_pretrained(str(tmp))
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in tmp.iterdir():
+            path.replace(folder / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def load_trained_weights(peft_model: Any, folder: Path) -> None:
