@@ -99,11 +99,32 @@ def _check_loads_without_pickle(path: Path) -> None:
         ) from None
 
 
+def _check_readable(path: Path) -> None:
+    """Parse a checkpoint file the way it will be read, without unpickling; refuse a kind mfpeft does not write."""
+    if path.name.endswith(_PICKLE_SUFFIXES):
+        _check_loads_without_pickle(path)
+    elif path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                list(handle.keys())
+        except Exception as err:  # safetensors raises its own error type for a damaged header
+            raise CheckpointError(f"{path}: not a readable safetensors file ({' '.join(str(err).split())})") from None
+    elif path.suffix == ".json":
+        try:
+            json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as err:
+            raise CheckpointError(f"{path}: not valid JSON ({err})") from None
+    else:
+        raise UnsafeCheckpointError(f"{path}: refused, not a kind of file mfpeft writes in a checkpoint")
+
+
 def verify_checkpoint(folder: Path) -> None:
     """Raise `CheckpointError` unless every file is listed, whole and safe to read.
 
     Nothing is unpickled: unlisted files are refused, sizes and sha256 must match, pickle-format files must load
-    under ``weights_only``.
+    under ``weights_only``, safetensors and JSON files must parse.
     """
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: not a checkpoint folder")
@@ -118,8 +139,7 @@ def verify_checkpoint(folder: Path) -> None:
         if path.stat().st_size != entry.get("size") or _sha256(path) != entry.get("sha256"):
             raise CheckpointError(f"{path}: size or sha256 differs from {MANIFEST} (truncated or changed)")
     for name in files:
-        if name.endswith(_PICKLE_SUFFIXES):
-            _check_loads_without_pickle(folder / name)
+        _check_readable(folder / name)
     if TRAINER_STATE not in files:
         raise CheckpointError(f"{folder}: no {TRAINER_STATE}")
 

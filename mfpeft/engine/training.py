@@ -293,46 +293,48 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     eval_every = args.eval_every or args.steps_per_epoch
     progress = tqdm(total=total, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
     started, running = time.time(), float("nan")
-    model.train()
-    while state.step < total:
-        epoch = state.step // args.steps_per_epoch
-        train_set.set_epoch(epoch)
-        skip = state.step - epoch * args.steps_per_epoch
-        batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-        for batch in batches:
-            outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
-            accelerator.backward(outputs.loss)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            loss = outputs.loss.detach().float().item()
-            running = loss if math.isnan(running) else 0.9 * running + 0.1 * loss
-            progress.update(1)
-            progress.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2g}")
-            accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.step)
+    try:  # the bar ends its line before anything else is printed, an interruption's message too
+        model.train()
+        while state.step < total:
+            epoch = state.step // args.steps_per_epoch
+            train_set.set_epoch(epoch)
+            skip = state.step - epoch * args.steps_per_epoch
+            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
+            for batch in batches:
+                outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
+                accelerator.backward(outputs.loss)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                loss = outputs.loss.detach().float().item()
+                running = loss if math.isnan(running) else 0.9 * running + 0.1 * loss
+                progress.update(1)
+                progress.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2g}")
+                accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.step)
 
-            if validation and (state.step % eval_every == 0 or state.step == total):
-                model.eval()
-                scores = validate()
-                model.train()
-                entry = {"step": state.step, "loss": running, "val_mIoU": scores["mean_iou"],
-                         "val_OA": scores["overall_accuracy"], "val_mF1": scores["mean_f1"]}  # fmt: skip
-                state.history.append(entry)
-                accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.step)
-                say(f"step {state.step}: loss {running:.4f}, validation mIoU {scores['mean_iou']:.4f}")
-                if scores["mean_iou"] > state.best_miou:
-                    state.best_miou, state.best_step = scores["mean_iou"], state.step
-                    state.best_scores = scores_to_json(scores)
-                    if accelerator.is_main_process:
-                        save_adapter(accelerator.unwrap_model(model), work_dir / BEST_DIR)
-            if args.checkpoint_every and state.step % args.checkpoint_every == 0:
-                trainer_state = {"train_state": state.state_dict(), "scheduler": scheduler_state(scheduler)}
-                save_checkpoint(accelerator, work_dir, state.step, trainer_state, args.checkpoints_total_limit,
-                                size_hint=checkpoint_bytes)  # fmt: skip
-            if state.step >= total:
-                break
-    progress.close()
+                if validation and (state.step % eval_every == 0 or state.step == total):
+                    model.eval()
+                    scores = validate()
+                    model.train()
+                    entry = {"step": state.step, "loss": running, "val_mIoU": scores["mean_iou"],
+                             "val_OA": scores["overall_accuracy"], "val_mF1": scores["mean_f1"]}  # fmt: skip
+                    state.history.append(entry)
+                    accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.step)
+                    say(f"step {state.step}: loss {running:.4f}, validation mIoU {scores['mean_iou']:.4f}")
+                    if scores["mean_iou"] > state.best_miou:
+                        state.best_miou, state.best_step = scores["mean_iou"], state.step
+                        state.best_scores = scores_to_json(scores)
+                        if accelerator.is_main_process:
+                            save_adapter(accelerator.unwrap_model(model), work_dir / BEST_DIR)
+                if args.checkpoint_every and state.step % args.checkpoint_every == 0:
+                    trainer_state = {"train_state": state.state_dict(), "scheduler": scheduler_state(scheduler)}
+                    save_checkpoint(accelerator, work_dir, state.step, trainer_state, args.checkpoints_total_limit,
+                                    size_hint=checkpoint_bytes)  # fmt: skip
+                if state.step >= total:
+                    break
+    finally:
+        progress.close()
     accelerator.wait_for_everyone()
     seconds = time.time() - started
 
