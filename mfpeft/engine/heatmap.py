@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from mfpeft.data.geometry import ChipWindow
 from mfpeft.data.raster import TileReader
 from mfpeft.data.tile import Tile
+from mfpeft.engine.devices import resolve_device
 
 __all__ = ["HeatmapResult", "activation_heatmaps", "draw_heatmaps", "grad_cam", "heatmap_figure"]
 
@@ -194,7 +195,12 @@ def heatmap_figure(
         rasters: ``{modality: path}`` for every modality of the model.
         row, col: top-left pixel of the chip on the first raster's grid (default: the scene centre).
         classes: class ids or names (default: all).
+
+    Raises:
+        ValueError / FileNotFoundError: a bad device, model, raster or output path, or a modality whose raster
+            holds no data at all (:func:`mfpeft.data.checks.check_valid_share`, which warns about patchy ones).
     """
+    from mfpeft.data.checks import check_valid_share
     from mfpeft.engine.predict import (
         check_output_path,
         check_rasters,
@@ -202,13 +208,16 @@ def heatmap_figure(
         load_mfnet,
         mfnet_of,
         model_scalings,
-        resolve_device,
     )
 
+    check_output_path(output, [], "heatmap")
+    torch_device = resolve_device(device)  # before loading: a mistyped --device fails at once
     loaded = load_mfnet(model, base_model=base_model)
     config = mfnet_of(loaded).config
     paths = check_rasters(rasters, config)
     target = check_output_path(output, list(paths.values()), "heatmap")
+    for name, path in paths.items():
+        check_valid_share(name, path, (bands or {}).get(name))
     names = class_names_of(config)
     chosen: list[int] | None = None
     if classes is not None:
@@ -233,7 +242,7 @@ def heatmap_figure(
             raise ValueError(f"row={row}, col={col} lies outside the {reader.height} x {reader.width} scene")
         chip = reader.read(window)["pixel_values"]
         images = {m: np.nan_to_num(reader.read_raw(m, window)) for m in config.modality_names}
-    loaded.to(resolve_device(device))
+    loaded.to(torch_device)
     pixel_values = {m: torch.from_numpy(v)[None] for m, v in chip.items()}
     result = activation_heatmaps(loaded, pixel_values, chosen)
     padded = {m: np.pad(v, ((0, 0), (0, size - v.shape[1]), (0, size - v.shape[2]))) for m, v in images.items()}

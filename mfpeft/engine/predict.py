@@ -16,15 +16,18 @@ next run for the same output.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import secrets
+import shutil
+import sys
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, ExitStack, nullcontext, suppress
+from contextlib import AbstractContextManager, ExitStack, closing, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -36,18 +39,24 @@ import torch
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from mfpeft.data.checks import check_valid_share
 from mfpeft.data.geometry import ChipWindow
 from mfpeft.data.raster import TileReader
 from mfpeft.data.scaling import Scaling, default_scaling
 from mfpeft.data.tile import Tile
+from mfpeft.engine.devices import resolve_device
 from mfpeft.engine.stitching import WEIGHT_MODES, RowBand, RowBandStitcher, WeightMode, window_weights
 
 __all__ = [
     "NODATA",
+    "InsufficientSpaceError",
     "PredictionResult",
     "load_mfnet",
     "mfnet_of",
+    "modality_flags",
+    "one_line_warnings",
     "predict_scene",
+    "resolve_device",
 ]
 
 NODATA = 255
@@ -127,15 +136,13 @@ def load_mfnet(model: Any, base_model: str | Path | None = None) -> Any:
                     + (f"; its config.json has model_type {model_type!r}" if config_file.is_file() else "")
                     + ")"
                 )
-    loaded = MFNetForSegmentation.from_pretrained(model, base_model=base_model)
+    from mfpeft.models.sam import _quiet_transformers
+
+    # Quiet: transformers' "Loading weights" progress bar would be a second line on the command's stderr.
+    with _quiet_transformers():
+        loaded = MFNetForSegmentation.from_pretrained(model, base_model=base_model)
     mfnet_of(loaded)
     return loaded
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def _use_bf16(bf16: Bf16, device: torch.device) -> bool:
@@ -178,18 +185,33 @@ def model_scalings(config: Any) -> dict[str, Scaling]:
     }
 
 
+def modality_flags(names: Sequence[str]) -> str:
+    """The command-line flags that give a raster per modality: ``--optical PATH``, ``--dsm PATH`` for those two
+    names (the flags that exist), ``--modality NAME=PATH`` for any other."""
+    return " ".join(f"--{name} PATH" if name in ("optical", "dsm") else f"--modality {name}=PATH" for name in names)
+
+
 def check_rasters(rasters: Mapping[str, str | Path], config: Any) -> dict[str, Path]:
+    """``{modality: path}`` in the model's modality order, each an existing file.
+
+    Raises:
+        ValueError: a modality of the model without a raster, or a raster for a modality it does not have;
+            the message lists the model's modalities and the flags that give them.
+        FileNotFoundError: a raster file that does not exist.
+    """
     needed = list(config.modality_names)
     given = {str(k): Path(v).expanduser() for k, v in rasters.items() if v is not None}
     missing = [m for m in needed if m not in given]
     extra = [m for m in given if m not in needed]
-    if missing:
+    if missing or extra:
+        problems = []
+        if missing:
+            problems.append("no raster was given for " + ", ".join(missing))
+        if extra:
+            problems.append(f"a raster was given for {', '.join(extra)}, which it does not use")
         raise ValueError(
-            f"the model needs modalities {needed} but no raster was given for {missing} "
-            f"(got {sorted(given)}; on the command line: " + ", ".join(f"--{m}" for m in missing) + ")"
+            f"the model expects modalities {', '.join(needed)}; {' and '.join(problems)}; give {modality_flags(needed)}"
         )
-    if extra:
-        raise ValueError(f"rasters given for {extra}, which the model does not use (its modalities are {needed})")
     for name, path in given.items():
         if not path.is_file():
             raise FileNotFoundError(f"{path}: file not found (modality {name!r})")
@@ -270,6 +292,131 @@ class _AtomicFiles:
             with suppress(FileNotFoundError):
                 temp.unlink()
         self.pending.clear()
+
+
+class InsufficientSpaceError(OSError):
+    """The disk of an output folder is (about to be) full: one line naming the outputs, bytes needed and free.
+
+    An `OSError` without ``errno``, so that :func:`mfpeft.errors.run_command` prints this message itself.
+    """
+
+
+_SPACE_MARGIN = 64 * 1024  # GeoTIFF header, tile offsets and the last partly filled tiles
+
+
+def _bytes(count: int, detail: str = "") -> str:
+    """``5,242,880 bytes (5.0 MiB)``, or ``... (5.0 MiB; detail)``."""
+    size, unit = float(count), "bytes"
+    for name in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, name
+    notes = ([f"{size:.1f} {unit}"] if unit != "bytes" else []) + ([detail] if detail else [])
+    return f"{count:,} bytes" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+class _DiskSpace:
+    """Free-space checks before each write, so a full disk ends in one line and not in GDAL's write errors.
+
+    The estimate is the uncompressed size, height x width x bytes per pixel of the outputs on one file system
+    (1 for class ids, 4 for confidence; with ``cog`` x 7/3: the plain file and its COG copy with overviews
+    exist at once). Deflate usually writes much less, so a band is refused only when the free space is below
+    what that band could take uncompressed, plus the row of tiles GDAL may not have flushed yet.
+    """
+
+    def __init__(self, outputs: Sequence[tuple[Path, int]], height: int, width: int, cog: bool = False) -> None:
+        self.height, self.width, self.cog = height, width, cog
+        self.groups: dict[int, list[tuple[Path, int]]] = {}  # st_dev of the folder -> (output, bytes per pixel)
+        for path, pixel_bytes in outputs:
+            self.groups.setdefault(os.stat(path.parent).st_dev, []).append((path, pixel_bytes))
+
+    def before_rows(self, rows: int) -> None:
+        """Raise `InsufficientSpaceError` if writing ``rows`` full-width rows might fill a disk."""
+        for group in self.groups.values():
+            free = shutil.disk_usage(group[0][0].parent).free
+            if free < (rows + _BLOCK) * self.width * sum(b for _, b in group) + _SPACE_MARGIN:
+                raise self._error(group, free)
+
+    def before_copy(self, temps: Mapping[Path, Path]) -> None:
+        """Before the COG copies of the written ``{final: temporary}`` files: each copy takes about 4/3 of it."""
+        for group in self.groups.values():
+            free = shutil.disk_usage(group[0][0].parent).free
+            need = sum(temps[path].stat().st_size for path, _ in group if path in temps) * 4 // 3 + _SPACE_MARGIN
+            if free < need:
+                raise self._error(group, free)
+
+    def full_error(self, error: BaseException) -> InsufficientSpaceError | None:
+        """The error to raise for a failed write: ``error`` itself if it is one, a new one when a disk is
+        full (ENOSPC, or GDAL's "Write failed" with almost no space left), else None."""
+        if isinstance(error, InsufficientSpaceError):
+            return error
+        if not isinstance(error, OSError):
+            return None
+        chained: BaseException | None = error
+        enospc = False
+        while chained is not None and not enospc:
+            enospc = isinstance(chained, OSError) and chained.errno == errno.ENOSPC
+            chained = chained.__cause__ or chained.__context__
+        for group in self.groups.values():
+            free = shutil.disk_usage(group[0][0].parent).free
+            if enospc or free < _BLOCK * self.width * sum(b for _, b in group) + _SPACE_MARGIN:
+                return self._error(group, free)
+        return None
+
+    def _error(self, group: Sequence[tuple[Path, int]], free: int) -> InsufficientSpaceError:
+        pixel_bytes = sum(b for _, b in group)
+        need = self.height * self.width * pixel_bytes * (7 if self.cog else 3) // 3
+        names = " and ".join(str(path) for path, _ in group)
+        how = f"{self.height} x {self.width} pixels x {pixel_bytes} byte(s), uncompressed" + (
+            ", x 7/3 for the COG copy" if self.cog else ""
+        )
+        return InsufficientSpaceError(
+            f"{names}: not enough disk space: writing needs up to {_bytes(need, how)} but "
+            f"{_bytes(free)} are free in {group[0][0].parent}; nothing was written; free some space or "
+            "choose an output folder on another disk"
+        )
+
+
+@contextmanager
+def _silenced_stderr() -> Iterator[None]:
+    """File descriptor 2 to /dev/null for the block: libtiff prints a line per block it cannot flush there
+    itself, bypassing Python (used only while discarding the files of a write that already failed)."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Within the block, each warning is printed as one ``PROG: warning: MESSAGE`` line on stderr (not
+    Python's two-line ``file:line: Category: message`` form); the previous behaviour is restored after.
+
+    Deprecation warnings of other libraries (transformers, peft, rasterio) are dropped: they concern the code
+    that calls them, and the user of the command can do nothing about them.
+    """
+    package = Path(__file__).resolve().parents[1]
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, _DEPRECATIONS) and not Path(filename).resolve().is_relative_to(package):
+            return
+        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _colormap(palette: Sequence[Sequence[int]] | None, num_labels: int) -> dict[int, tuple[int, int, int, int]]:
@@ -421,17 +568,62 @@ def predict_scene(
         A :class:`PredictionResult`.
 
     Raises:
-        ValueError / FileNotFoundError: bad input, with the file and the problem named.
+        ValueError / FileNotFoundError: bad input, with the file and the problem named (also a device this
+            machine does not have, and a modality whose raster holds no data at all).
+        InsufficientSpaceError: the disk filled up; nothing is left at the output paths.
+
+    Warns:
+        UserWarning: a modality with more than 5 % of its pixels without data
+            (:func:`mfpeft.data.checks.check_valid_share`).
     """
     start_time = time.perf_counter()
-    # Output folders first: they are cheap to check, loading the model is not.
+    # Cheap checks first (output folders, device, options): loading the model is not cheap.
     check_output_path(output, [])
     for extra, what in ((confidence, "confidence"), (preview, "preview")):
         if extra is not None:
             check_output_path(extra, [], what)
+    torch_device = resolve_device(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
+    if weights not in WEIGHT_MODES:
+        raise ValueError(f"weights={weights!r} must be one of {WEIGHT_MODES}")
     loaded = load_mfnet(model, base_model=base_model)
     config = mfnet_of(loaded).config
     rasters_ = check_rasters(rasters, config)
+    chip, step = _chip_and_stride(config, chip_size, stride)
+    inputs = list(rasters_.values())
+    output_path = check_output_path(output, inputs)
+    confidence_path = check_output_path(confidence, inputs, "confidence") if confidence is not None else None
+    preview_path = check_output_path(preview, inputs, "preview") if preview is not None else None
+    if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
+        raise ValueError(f"{confidence_path}: the confidence raster needs a path of its own, not the output's")
+    band_choice = {m: tuple(int(b) for b in v) for m, v in (bands or {}).items()}
+    for name, path in rasters_.items():
+        check_valid_share(name, path, band_choice.get(name))
+    job = _Job(
+        model=loaded, config=config, rasters=rasters_, chip=chip, step=step, batch_size=int(batch_size),
+        weights=weights, tta=tta, device=torch_device, bf16=_use_bf16(bf16, torch_device),
+        prefetch=torch_device.type != "cpu" if prefetch is None else bool(prefetch),
+        tile=Tile(name=output_path.stem, modalities=dict(rasters_), bands=band_choice),
+        output=output_path, confidence=confidence_path, preview=preview_path, preview_inputs=preview_inputs,
+        cog=cog, progress=progress, gdal_cache_mb=gdal_cache_mb,
+    )  # fmt: skip
+    height, width, chips, counts = _run(job)
+    names = class_names_of(config)
+    return PredictionResult(
+        output=output_path,
+        confidence=confidence_path,
+        preview=preview_path,
+        height=height,
+        width=width,
+        chips=chips,
+        seconds=time.perf_counter() - start_time,
+        class_counts={name: int(c) for name, c in zip(names, counts)},
+    )
+
+
+def _chip_and_stride(config: Any, chip_size: Any, stride: Any) -> tuple[int, int]:
+    """The chip size (the model's) and the stride (``1..chip``, default half a chip), checked."""
     size = int(config.image_size)
     chip = size if chip_size is None else chip_size
     if isinstance(chip, bool) or not isinstance(chip, (int, np.integer)) or chip != size:
@@ -442,207 +634,281 @@ def predict_scene(
     step = max(chip // 2, 1) if stride is None else stride
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or not 1 <= step <= chip:
         raise ValueError(f"stride={stride!r} must be an integer in 1..chip_size={chip}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size={batch_size!r} must be a positive integer")
-    if weights not in WEIGHT_MODES:
-        raise ValueError(f"weights={weights!r} must be one of {WEIGHT_MODES}")
-    inputs = list(rasters_.values())
-    output_path = check_output_path(output, inputs)
-    confidence_path = check_output_path(confidence, inputs, "confidence") if confidence is not None else None
-    preview_path = check_output_path(preview, inputs, "preview") if preview is not None else None
-    if confidence_path is not None and confidence_path.resolve() == output_path.resolve():
-        raise ValueError(f"{confidence_path}: the confidence raster needs a path of its own, not the output's")
-    torch_device = resolve_device(device)
-    use_bf16 = _use_bf16(bf16, torch_device)
-    use_prefetch = torch_device.type != "cpu" if prefetch is None else bool(prefetch)
-    names = class_names_of(config)
-    num_labels = len(names)
+    return int(chip), int(step)
 
-    modalities = list(config.modality_names)
-    tile = Tile(
-        name=output_path.stem,
-        modalities=dict(rasters_),
-        bands={m: tuple(int(b) for b in v) for m, v in (bands or {}).items()},
-    )
-    for final in (output_path, confidence_path):
+
+@dataclass
+class _Job:
+    """What :func:`predict_scene` checked and decided before reading the scene."""
+
+    model: Any
+    config: Any
+    rasters: dict[str, Path]
+    tile: Tile
+    chip: int
+    step: int
+    batch_size: int
+    weights: WeightMode
+    tta: bool
+    device: torch.device
+    bf16: bool
+    prefetch: bool
+    output: Path
+    confidence: Path | None
+    preview: Path | None
+    preview_inputs: bool
+    cog: bool
+    progress: ProgressCallback | None
+    gdal_cache_mb: int | None
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.config.modality_names)
+
+
+@dataclass
+class _Scene:
+    """The opened inputs: the aligned reader, the first raster (the output grid) and its nodata mask reader."""
+
+    reader: TileReader
+    reference: Any
+    mask_reader: TileReader | None
+    row0: int
+    col0: int
+
+    @property
+    def height(self) -> int:
+        return int(self.reference.height)
+
+    @property
+    def width(self) -> int:
+        return int(self.reference.width)
+
+
+def _open_scene(stack: ExitStack, job: _Job) -> _Scene:
+    """Open every input (closed by ``stack``) and check each modality's band count against the model."""
+    cache_mb = job.gdal_cache_mb
+    if cache_mb is None:
+        cache_mb = block_cache_mb(job.rasters.values(), job.chip, job.confidence)
+    stack.enter_context(rasterio.Env(GDAL_CACHEMAX=int(cache_mb)))
+    modalities = job.modalities
+    reader = stack.enter_context(
+        TileReader(
+            job.tile, modalities, chip_size=job.chip, scaling=model_scalings(job.config), labels="none",
+            mask_nodata=False,
+        )
+    )  # fmt: skip
+    channels = job.config.modality_channels
+    for m in modalities:
+        if len(reader.bands[m]) != channels[m]:
+            first_bands = ",".join(str(b) for b in range(1, channels[m] + 1))
+            raise ValueError(
+                f"{job.rasters[m]}: modality {m!r} reads {len(reader.bands[m])} band(s) {list(reader.bands[m])} but "
+                f"the model takes {channels[m]}; choose bands, e.g. bands={{{m!r}: "
+                f"{tuple(range(1, channels[m] + 1))}}} (--bands {m}={first_bands})"
+            )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        reference = stack.enter_context(rasterio.open(job.rasters[modalities[0]]))
+    row0, col0 = _grid_offset(reader, reference)
+    mask_reader = None
+    # Integer rasters without a nodata value cannot hold a missing pixel: skip the mask reads.
+    if reference.nodata is not None or np.dtype(reference.dtypes[0]).kind == "f":
+        # The first raster alone, on its own full grid (hence the row0/col0 offsets), unscaled.
+        first = modalities[0]
+        mask_tile = Tile(name=job.tile.name, modalities={first: job.rasters[first]}, bands={first: reader.bands[first]})
+        mask_reader = stack.enter_context(
+            TileReader(mask_tile, [first], scaling={first: Scaling(mode="none")}, labels="none")
+        )
+    return _Scene(reader, reference, mask_reader, row0, col0)
+
+
+def _output_profile(reference: Any) -> dict[str, Any]:
+    """The outputs' GeoTIFF profile: tiled, deflate, on the first raster's grid and georeferencing."""
+    profile: dict[str, Any] = {
+        "driver": "GTiff", "height": reference.height, "width": reference.width, "count": 1, "dtype": "uint8",
+        "tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK, "compress": "deflate", "BIGTIFF": "IF_SAFER",
+    }  # fmt: skip
+    if reference.crs is not None:
+        profile.update(crs=reference.crs, transform=reference.transform)
+    elif not reference.transform.is_identity:
+        profile.update(transform=reference.transform)
+    return profile
+
+
+class _Writer:
+    """The output rasters, open at temporary names: writes rows of class ids (and confidence), space checked."""
+
+    def __init__(self, stack: ExitStack, files: _AtomicFiles, job: _Job, scene: _Scene, space: _DiskSpace) -> None:
+        self.width = scene.width
+        self.space = space
+        self.counts = np.zeros(int(job.config.num_labels), dtype=np.int64)
+        profile = _output_profile(scene.reference)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            self.temp = files.temp_for(job.output)
+            names = class_names_of(job.config)
+            self.dst = stack.enter_context(_open_class_raster(self.temp, profile, names, job.config.palette))
+            self.conf_temp: Path | None = None
+            self.conf_dst: Any = None
+            if job.confidence is not None:
+                self.conf_temp = files.temp_for(job.confidence)
+                self.conf_dst = stack.enter_context(_open_confidence_raster(self.conf_temp, profile))
+
+    def write(self, row: int, class_ids: npt.NDArray[np.uint8], conf: npt.NDArray[np.float32] | None) -> None:
+        """Rows ``row..`` at full width; counted in :attr:`counts` unless they are nodata fill."""
+        self.space.before_rows(class_ids.shape[0])
+        window = Window(0, row, self.width, class_ids.shape[0])
+        self.dst.write(class_ids, 1, window=window)
+        if self.conf_dst is not None and conf is not None:
+            self.conf_dst.write(conf, 1, window=window)
+
+    def fill(self, start: int, stop: int) -> None:
+        """Rows outside the area every modality covers: nodata, written explicitly."""
+        for row, rows in _row_chunks(start, stop):
+            self.write(row, np.full((rows, self.width), NODATA, np.uint8), np.zeros((rows, self.width), np.float32))
+
+
+def _run(job: _Job) -> tuple[int, int, int, npt.NDArray[np.int64]]:
+    """Predict and write the scene at temporary names, then rename; returns (height, width, chips, counts).
+
+    On any failure or interrupt the temporary files are deleted, so the output paths are untouched; a full
+    disk becomes one `InsufficientSpaceError` naming the outputs, the bytes needed and the bytes free.
+    """
+    for final in (job.output, job.confidence):
         if final is not None:
             remove_stale_temporaries(final)
     files = _AtomicFiles()
     with ExitStack() as stack:
-        cache_mb = (
-            gdal_cache_mb if gdal_cache_mb is not None else block_cache_mb(rasters_.values(), chip, confidence_path)
-        )
-        stack.enter_context(rasterio.Env(GDAL_CACHEMAX=int(cache_mb)))
-        reader = stack.enter_context(
-            TileReader(
-                tile, modalities, chip_size=chip, scaling=model_scalings(config), labels="none", mask_nodata=False
-            )
-        )
-        channels = config.modality_channels
-        for m in modalities:
-            if len(reader.bands[m]) != channels[m]:
-                raise ValueError(
-                    f"{rasters_[m]}: modality {m!r} reads {len(reader.bands[m])} band(s) {list(reader.bands[m])} but "
-                    f"the model takes {channels[m]}; choose bands, e.g. bands={{{m!r}: "
-                    f"{tuple(range(1, channels[m] + 1))}}} (--bands {m}="
-                    + ",".join(str(b) for b in range(1, channels[m] + 1))
-                    + ")"
-                )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            reference = stack.enter_context(rasterio.open(rasters_[modalities[0]]))
-        height, width = reference.height, reference.width
-        row0, col0 = _grid_offset(reader, reference)
-        ref_nodata = reference.nodata
-        # Integer rasters without a nodata value cannot hold a missing pixel: skip the mask reads.
-        check_missing = ref_nodata is not None or np.dtype(reference.dtypes[0]).kind == "f"
-        mask_reader = None
-        if check_missing:
-            # The first raster alone, on its own full grid (hence the row0/col0 offsets), unscaled.
-            first = modalities[0]
-            mask_tile = Tile(name=tile.name, modalities={first: rasters_[first]}, bands={first: reader.bands[first]})
-            mask_reader = stack.enter_context(
-                TileReader(mask_tile, [first], scaling={first: Scaling(mode="none")}, labels="none")
-            )
-
-        model_ = loaded.eval().to(torch_device)
-        profile: dict[str, Any] = {
-            "driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": "uint8",
-            "tiled": True, "blockxsize": _BLOCK, "blockysize": _BLOCK, "compress": "deflate",
-            "BIGTIFF": "IF_SAFER",
-        }  # fmt: skip
-        if reference.crs is not None:
-            profile.update(crs=reference.crs, transform=reference.transform)
-        elif not reference.transform.is_identity:
-            profile.update(transform=reference.transform)
+        scene = _open_scene(stack, job)
+        model = job.model.eval().to(job.device)
+        outputs = [(job.output, 1)] + ([(job.confidence, 4)] if job.confidence is not None else [])
+        space = _DiskSpace(outputs, scene.height, scene.width, cog=job.cog)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                out_temp = files.temp_for(output_path)
-                dst = stack.enter_context(_open_class_raster(out_temp, profile, names, config.palette))
-                conf_temp = conf_dst = None
-                if confidence_path is not None:
-                    conf_temp = files.temp_for(confidence_path)
-                    conf_dst = stack.enter_context(_open_confidence_raster(conf_temp, profile))
-
-            def write_rows(row: int, class_ids: npt.NDArray[np.uint8], conf: npt.NDArray[np.float32] | None) -> None:
-                window = Window(0, row, width, class_ids.shape[0])
-                dst.write(class_ids, 1, window=window)
-                if conf_dst is not None and conf is not None:
-                    conf_dst.write(conf, 1, window=window)
-
-            def fill_rows(start: int, stop: int) -> None:
-                # Rows outside the area every modality covers: nodata, written explicitly.
-                for row, rows in _row_chunks(start, stop):
-                    write_rows(row, np.full((rows, width), NODATA, np.uint8), np.zeros((rows, width), np.float32))
-
-            counts = np.zeros(num_labels, dtype=np.int64)
-            fill_rows(0, row0)
-            total_rows = height
-
-            def write_band(band: RowBand) -> None:
-                rows = band.class_ids.shape[0]
-                class_ids = band.class_ids
-                conf = band.confidence
-                if mask_reader is not None:
-                    raw = mask_reader.read_raw(
-                        modalities[0], ChipWindow(row0 + band.row_start, col0, rows, reader.width)
-                    )
-                    missing = np.isnan(raw).all(axis=0)
-                    if missing.any():
-                        class_ids = class_ids.copy()
-                        class_ids[missing] = NODATA
-                        conf = np.where(missing, np.float32(0), conf)
-                _add_counts(counts, class_ids)
-                if col0 or reader.width != width:
-                    full_ids = np.full((rows, width), NODATA, np.uint8)
-                    full_ids[:, col0 : col0 + reader.width] = class_ids
-                    full_conf = np.zeros((rows, width), np.float32)
-                    full_conf[:, col0 : col0 + reader.width] = conf
-                    class_ids, conf = full_ids, full_conf
-                write_rows(row0 + band.row_start, class_ids, conf if conf_dst is not None else None)
-                if progress is not None:
-                    progress(row0 + band.row_start + rows, total_rows)
-
-            stitcher = RowBandStitcher(
-                reader.height, reader.width, num_labels, chip, step,
-                weights=window_weights(chip, weights), device=torch_device,
-            )  # fmt: skip
-            windows = stitcher.windows
-            batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
-            # Two reused host buffers per modality (fresh multi-MB arrays per batch fragment the C heap): a
-            # background thread reads the next batch into one while the model runs on the other. Only that
-            # thread touches `reader`; the nodata mask has its own reader (GDAL handles are not thread-safe).
-            buffers = [
-                {m: np.zeros((batch_size, channels[m], chip, chip), np.float32) for m in modalities} for _ in range(2)
-            ]
-
-            def read_batch(index: int) -> dict[str, npt.NDArray[np.float32]]:
-                target = buffers[index % 2]
-                for i, window in enumerate(batches[index]):
-                    for m, values in reader.read(window)["pixel_values"].items():
-                        target[m][i] = values
-                return target
-
-            if use_prefetch:
-                pool = stack.enter_context(ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfpeft-read"))
-                pending = pool.submit(read_batch, 0) if batches else None
-            for index, batch in enumerate(batches):
-                if use_prefetch:
-                    assert pending is not None  # submitted for every index < len(batches)
-                    host = pending.result()
-                    if index + 1 < len(batches):
-                        pending = pool.submit(read_batch, index + 1)
-                else:
-                    host = read_batch(index)
-                pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(torch_device) for m in modalities}
-                logits = chip_logits(model_, pixel_values, tta=tta, bf16=use_bf16)
-                for band in stitcher.push_batch(batch, logits):
-                    write_band(band)
-            fill_rows(row0 + reader.height, height)
-            if progress is not None and row0 + reader.height < height:
-                progress(height, total_rows)
-            stack.close()  # flush and close every raster before renaming
-
-            for final, temp, resampling in (
-                (output_path, out_temp, "NEAREST"),
-                (confidence_path, conf_temp, "AVERAGE"),
-            ):
-                if final is None or temp is None:
-                    continue
-                if cog:
-                    cog_temp = files.extra(final)
-                    _to_cog(temp, cog_temp, resampling)
-                    temp.unlink()
-                    temp = cog_temp
-                files.commit(final, temp)
-        except BaseException:
-            stack.close()
+            writer = _Writer(stack, files, job, scene, space)
+            chips = _stream(job, model, scene, writer)
+            stack.close()  # flush and close every raster before converting and renaming
+            _finish(job, files, space, writer)
+        except BaseException as error:
+            full = space.full_error(error)
+            # A failure while closing must not hide the first one; on a full disk libtiff prints every
+            # block it cannot flush to stderr itself: the one line below says it all.
+            with _silenced_stderr() if full is not None else nullcontext(), suppress(Exception):
+                stack.close()
             files.discard()
+            if full is not None and full is not error:
+                raise full from error
             raise
+    return scene.height, scene.width, chips, writer.counts
 
-    written_preview = None
-    if preview_path is not None:
+
+def _stream(job: _Job, model: Any, scene: _Scene, writer: _Writer) -> int:
+    """Run every sliding window through the model and write each finished band of rows; returns the chip count."""
+    reader, modalities = scene.reader, job.modalities
+    height, row0, col0 = scene.height, scene.row0, scene.col0
+    writer.fill(0, row0)
+
+    def write_band(band: RowBand) -> None:
+        rows, class_ids, conf = band.class_ids.shape[0], band.class_ids, band.confidence
+        if scene.mask_reader is not None:
+            window = ChipWindow(row0 + band.row_start, col0, rows, reader.width)
+            missing = np.isnan(scene.mask_reader.read_raw(modalities[0], window)).all(axis=0)
+            if missing.any():
+                class_ids = np.where(missing, np.uint8(NODATA), class_ids)
+                conf = np.where(missing, np.float32(0), conf)
+        _add_counts(writer.counts, class_ids)
+        if col0 or reader.width != writer.width:
+            full_ids = np.full((rows, writer.width), NODATA, np.uint8)
+            full_ids[:, col0 : col0 + reader.width] = class_ids
+            full_conf = np.zeros((rows, writer.width), np.float32)
+            full_conf[:, col0 : col0 + reader.width] = conf
+            class_ids, conf = full_ids, full_conf
+        writer.write(row0 + band.row_start, class_ids, conf)
+        if job.progress is not None:
+            job.progress(row0 + band.row_start + rows, height)
+
+    stitcher = RowBandStitcher(
+        reader.height, reader.width, int(job.config.num_labels), job.chip, job.step,
+        weights=window_weights(job.chip, job.weights), device=job.device,
+    )  # fmt: skip
+    windows = stitcher.windows
+    batches = [windows[first : first + job.batch_size] for first in range(0, len(windows), job.batch_size)]
+    # closing: on a failure the read-ahead thread is joined here, before the stack closes the reader it uses.
+    with closing(_read_batches(job, reader, batches)) as hosts:
+        for batch, host in zip(batches, hosts):
+            pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(job.device) for m in modalities}
+            logits = chip_logits(model, pixel_values, tta=job.tta, bf16=job.bf16)
+            for band in stitcher.push_batch(batch, logits):
+                write_band(band)
+    writer.fill(row0 + reader.height, height)
+    if job.progress is not None and row0 + reader.height < height:
+        job.progress(height, height)
+    return len(windows)
+
+
+def _read_batches(
+    job: _Job, reader: TileReader, batches: Sequence[Sequence[ChipWindow]]
+) -> Generator[dict[str, npt.NDArray[np.float32]], None, None]:
+    """The scaled chips of each batch, ``{modality: (batch_size, C, S, S)}``, read ahead in a thread if asked.
+
+    Two reused host buffers per modality (fresh multi-MB arrays per batch fragment the C heap): with
+    ``job.prefetch`` a background thread reads the next batch into one while the model runs on the other.
+    Only that thread touches ``reader``; the nodata mask has its own reader (GDAL handles are not thread-safe).
+    A yielded buffer is valid until the next one is asked for.
+    """
+    channels = job.config.modality_channels
+    shape = (job.batch_size, job.chip, job.chip)
+    buffers = [{m: np.zeros((shape[0], channels[m], *shape[1:]), np.float32) for m in job.modalities} for _ in "ab"]
+
+    def read_batch(index: int) -> dict[str, npt.NDArray[np.float32]]:
+        target = buffers[index % 2]
+        for i, window in enumerate(batches[index]):
+            for m, values in reader.read(window)["pixel_values"].items():
+                target[m][i] = values
+        return target
+
+    if not job.prefetch:
+        yield from (read_batch(index) for index in range(len(batches)))
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mfpeft-read") as pool:
+        pending = pool.submit(read_batch, 0) if batches else None
+        for index in range(len(batches)):
+            if pending is None:  # unreachable: submitted for every index < len(batches)
+                raise RuntimeError("prefetch lost a batch")
+            host = pending.result()
+            pending = pool.submit(read_batch, index + 1) if index + 1 < len(batches) else None
+            yield host
+
+
+def _finish(job: _Job, files: _AtomicFiles, space: _DiskSpace, writer: _Writer) -> None:
+    """COG conversion and preview from the closed temporary rasters, then every rename at once.
+
+    The preview is drawn before any rename so that an interrupt while drawing leaves no output at all.
+    """
+    temps: dict[Path, Path] = {job.output: writer.temp}
+    if job.confidence is not None and writer.conf_temp is not None:
+        temps[job.confidence] = writer.conf_temp
+    if job.cog:
+        space.before_copy(temps)
+        for final, resampling in ((job.output, "NEAREST"), (job.confidence, "AVERAGE")):
+            if final is None:
+                continue
+            cog_temp = files.extra(final)
+            _to_cog(temps[final], cog_temp, resampling)
+            temps[final].unlink()
+            temps[final] = cog_temp
+    if job.preview is not None:
         from mfpeft.engine.preview import write_preview
 
-        written_preview = write_preview(
-            output_path,
-            preview_path,
-            class_names=names,
-            palette=config.palette,
-            optical=rasters_[modalities[0]] if preview_inputs else None,
-            dsm=next((rasters_[m] for m in modalities[1:] if _is_elevation(m)), None) if preview_inputs else None,
-        )
-    return PredictionResult(
-        output=output_path,
-        confidence=confidence_path,
-        preview=written_preview,
-        height=height,
-        width=width,
-        chips=len(windows),
-        seconds=time.perf_counter() - start_time,
-        class_counts={name: int(c) for name, c in zip(names, counts)},
-    )
+        modalities = job.modalities
+        dsm = next((job.rasters[m] for m in modalities[1:] if _is_elevation(m)), None)
+        temps[job.preview] = write_preview(
+            temps[job.output], files.temp_for(job.preview), class_names=class_names_of(job.config),
+            palette=job.config.palette, optical=job.rasters[modalities[0]] if job.preview_inputs else None,
+            dsm=dsm if job.preview_inputs else None,
+        )  # fmt: skip
+    for final, temp in temps.items():
+        files.commit(final, temp)
 
 
 def _is_elevation(modality: str) -> bool:

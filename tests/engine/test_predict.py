@@ -21,20 +21,30 @@ from mfpeft.cli import main as cli_main
 from mfpeft.data.geometry import sliding_chip_windows
 from mfpeft.engine.predict import predict_scene
 from mfpeft.engine.stitching import stitch_in_memory, window_weights
+from tests.rasters import ORIGIN, write_raster, write_scene
 from tests.sam_fixtures import redraw_, tiny_sam_config
 
 REPO = Path(__file__).resolve().parents[2]
-CRS = "EPSG:32632"
-PIXEL = 0.5
-ORIGIN = (500_000.0, 5_400_000.0)
 
 
-def tiny_mfnet(seed: int = 0) -> MFNetForSegmentation:
-    """A tiny random MFNet (2-layer SAM, 16 decoder channels) whose logits vary over the chip."""
+def tiny_mfnet(seed: int = 0, modalities: list[tuple[str, int]] | None = None) -> MFNetForSegmentation:
+    """A tiny random MFNet (2-layer SAM, 16 decoder channels) whose logits vary over the chip.
+
+    ``modalities``: (name, channels) pairs; default optical (3) and dsm (1).
+    """
     torch.manual_seed(seed)
-    model = MFNetForSegmentation(MFNetConfig(vision_config=tiny_sam_config(), decode_channels=16))
+    extra = {} if modalities is None else {"modalities": [list(m) for m in modalities]}
+    model = MFNetForSegmentation(MFNetConfig(vision_config=tiny_sam_config(), decode_channels=16, **extra))
     redraw_(model.vision_encoder, seed=seed)
     return model.eval()
+
+
+def save_tiny_model(folder: Path, modalities: list[tuple[str, int]] | None = None) -> Path:
+    """:func:`tiny_mfnet` saved as a full MFNet checkpoint folder (what ``mfpeft predict --model`` loads)."""
+    from mfpeft.models.sam import save_quietly
+
+    save_quietly(tiny_mfnet(modalities=modalities), folder)
+    return folder
 
 
 def adapter_folder(tmp_path: Path) -> Path:
@@ -55,35 +65,6 @@ def adapter_folder(tmp_path: Path) -> Path:
 @pytest.fixture(scope="module")
 def model() -> MFNetForSegmentation:
     return tiny_mfnet()
-
-
-def write_raster(path: Path, data: np.ndarray, transform=None, nodata: float | None = None, crs: str = CRS) -> Path:
-    profile = {
-        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": crs, "transform": transform or from_origin(*ORIGIN, PIXEL, PIXEL),
-    }  # fmt: skip
-    if nodata is not None:
-        profile["nodata"] = nodata
-    with rasterio.open(path, "w", **profile) as dst:
-        dst.write(data)
-    return path
-
-
-def write_scene(folder: Path, height: int, width: int, seed: int = 0) -> dict[str, Path]:
-    """Optical uint8 RGB (nodata 0, with a nodata block) and a float32 DSM (with NaN holes) on one grid."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    optical = np.stack([(xx * 3 + yy) % 250, (yy * 5) % 250, ((xx // 16 + yy // 16) % 2) * 200], 0) + 1
-    optical = (optical + rng.integers(0, 5, optical.shape)).astype(np.uint8)
-    optical[:, : height // 5, : width // 6] = 0  # nodata in every band
-    optical[0, -3:, -3:] = 0  # one band zero only: still valid data
-    dsm = (30 + 10 * np.sin(xx / 17.0) * np.cos(yy / 23.0) + rng.normal(0, 0.5, (height, width))).astype(np.float32)
-    dsm[height // 2 : height // 2 + 7, width // 2 : width // 2 + 9] = np.nan
-    folder.mkdir(parents=True, exist_ok=True)
-    return {
-        "optical": write_raster(folder / "rgb.tif", optical, nodata=0),
-        "dsm": write_raster(folder / "dsm.tif", dsm[None]),
-    }
 
 
 def reference_prediction(
@@ -251,9 +232,7 @@ def test_interrupted_run_removes_its_temporary_file(tmp_path: Path, model: MFNet
 def test_bad_input_gets_clear_errors(tmp_path: Path, model: MFNetForSegmentation) -> None:
     rasters = write_scene(tmp_path, 200, 200)
     out = tmp_path / "labels.tif"
-    with pytest.raises(
-        ValueError, match=r"needs modalities \['optical', 'dsm'\] but no raster was given for \['dsm'\]"
-    ):
+    with pytest.raises(ValueError, match=r"expects modalities optical, dsm; no raster was given for dsm; give --"):
         predict_scene(model, {"optical": rasters["optical"]}, out)
     far = write_raster(tmp_path / "far.tif", np.ones((1, 50, 50), np.float32), from_origin(600_000, 5_000_000, 1, 1))
     with pytest.raises(ValueError, match=r"far\.tif.*does not overlap.*rgb\.tif"):
