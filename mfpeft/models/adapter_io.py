@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from .configuration_mfnet import MFNetConfig
-from .sam import load_sam_vision_encoder, size_name
+from .sam import SamLoadError, find_safetensors, load_sam_vision_encoder, size_name
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CONFIG = "config.json"
+FULL_WEIGHTS = "model.safetensors"
 ADAPTER_FILES = (MODEL_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
 
 
@@ -44,32 +45,68 @@ def find_adapter_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path | N
     return local if (local / ADAPTER_CONFIG).is_file() else None
 
 
-def check_adapter_folder(folder: Path) -> tuple[MFNetConfig, dict[str, Any]]:
-    """Validate an adapter folder and return (MFNet config, adapter config dict); errors name file and problem."""
+def _refuse_model_folder(path: Path, reason: str) -> ValueError:
+    """The error for a local path that is no model mfpeft can load: what was wrong and what a model folder holds."""
+    return ValueError(
+        f"{path}: not an mfpeft model folder ({reason}); an adapter folder (what save_pretrained of a tuned model "
+        f"writes) holds {MODEL_CONFIG}, {ADAPTER_CONFIG} and {ADAPTER_WEIGHTS}, a full MFNet checkpoint "
+        f"{MODEL_CONFIG} and {FULL_WEIGHTS}"
+    )
+
+
+def check_checkpoint_folder(name_or_path: str | Path) -> None:
+    """Refuse a local path that is neither an adapter folder nor a full MFNet checkpoint in safetensors.
+
+    A Hub id passes (transformers then downloads safetensors only). Raises ValueError naming the path.
+    """
+    from .modeling_mfnet import read_json
+
+    path = Path(name_or_path).expanduser()
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise _refuse_model_folder(path, "it is a file; pass the folder that holds it")
+    config_file = path / MODEL_CONFIG
+    model_type = read_json(config_file).get("model_type") if config_file.is_file() else None
+    if config_file.is_file() and model_type != "mfnet":
+        raise ValueError(f"{config_file}: model_type {model_type!r} is not 'mfnet'; this is not an MFNet model")
+    weights = find_safetensors(path, FULL_WEIGHTS)  # refuses pytorch_model.bin and other pickles
+    if model_type == "mfnet" and weights is not None:
+        return
+    if (path / ADAPTER_WEIGHTS).is_file():
+        raise _refuse_model_folder(path, f"it has {ADAPTER_WEIGHTS} but no {ADAPTER_CONFIG}: restore that file")
+    raise _refuse_model_folder(path, f"no {ADAPTER_CONFIG}" + ("" if config_file.is_file() else f" nor {MODEL_CONFIG}"))
+
+
+def check_adapter_folder(folder: Path) -> tuple[MFNetConfig, Any, dict[str, list[int]]]:
+    """Validate an adapter folder: (MFNet config, tuner config, {saved weight: shape}); errors name file and value."""
+    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
+
     from .modeling_mfnet import read_json
 
     if not (folder / ADAPTER_CONFIG).is_file():
-        raise ValueError(f"{folder}: no {ADAPTER_CONFIG}; this folder is not an mfpeft adapter")
-    adapter = read_json(folder / ADAPTER_CONFIG)
-    peft_type = adapter.get("peft_type")
+        raise _refuse_model_folder(folder, f"no {ADAPTER_CONFIG}")
+    peft_type = read_json(folder / ADAPTER_CONFIG).get("peft_type")
     if peft_type not in ("MMLORA", "MMADAPTER"):
         raise ValueError(
             f"{folder / ADAPTER_CONFIG}: peft_type {peft_type!r} is not an mfpeft tuner (MMLORA/MMADAPTER)"
         )
+    # Both classes name the file in a bad value's error (their from_pretrained), so no wrapping here.
+    peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type].from_pretrained(str(folder))  # type: ignore[index]
     if not (folder / MODEL_CONFIG).is_file():
         raise ValueError(f"{folder}: no {MODEL_CONFIG}; this adapter was not saved from an MFNet model")
     raw = read_json(folder / MODEL_CONFIG)
     if raw.get("model_type") != "mfnet":
         raise ValueError(f"{folder / MODEL_CONFIG}: model_type {raw.get('model_type')!r} is not 'mfnet'")
     config = MFNetConfig.from_pretrained(str(folder))
-    weights = folder / ADAPTER_WEIGHTS
-    if not weights.is_file():
-        raise ValueError(f"{folder}: no {ADAPTER_WEIGHTS}")
+    weights = find_safetensors(folder, ADAPTER_WEIGHTS)  # refuses adapter_model.bin
+    if weights is None or weights.name != ADAPTER_WEIGHTS:
+        raise ValueError(f"{folder}: no {ADAPTER_WEIGHTS}; the adapter folder is incomplete")
     from safetensors import SafetensorError, safe_open
 
     try:
         with safe_open(str(weights), framework="pt") as handle:
-            shapes = {key: handle.get_slice(key).get_shape() for key in handle.keys()}  # noqa: SIM118
+            shapes = {key: list(handle.get_slice(key).get_shape()) for key in handle.keys()}  # noqa: SIM118
     except (SafetensorError, OSError) as error:
         raise ValueError(f"{weights}: corrupt or unreadable safetensors file ({error})") from error
     # The classifier is the head's only 1x1 convolution: (num_labels, C, 1, 1).
@@ -79,7 +116,81 @@ def check_adapter_folder(folder: Path) -> tuple[MFNetConfig, dict[str, Any]]:
             f"{weights}: the decoder predicts {head[0][0]} classes but {folder / MODEL_CONFIG} says "
             f"num_labels={config.num_labels}"
         )
-    return config, adapter
+    return config, peft_config, shapes
+
+
+def _part(key: str) -> str:
+    """The part of MFNet a saved weight belongs to, in words."""
+    top = key.removeprefix("base_model.model.").split(".", 1)[0]
+    return {"decoder": "the decoder", "fusion": "the Deep Fusion Module (fusion)"}.get(
+        top, "the tuner weights of the encoder" if top == "vision_encoder" else top
+    )
+
+
+def check_saved_weights(folder: Path, peft_model: Any, adapter_name: str, shapes: dict[str, list[int]]) -> None:
+    """Compare the saved weights with what the two configs built, before loading: one line per kind of mismatch.
+
+    peft would fail on the first missing key (a KeyError) or list every size mismatch of a wrong rank.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    expected = {k: list(v.shape) for k, v in get_peft_model_state_dict(peft_model, adapter_name=adapter_name).items()}
+    weights = folder / ADAPTER_WEIGHTS
+    missing = [k for k in expected if k not in shapes]
+    if missing:
+        parts = " and ".join(sorted({_part(k) for k in missing}))
+        raise ValueError(
+            f"{folder}: {ADAPTER_WEIGHTS} lacks {parts} ({len(missing)} weights, e.g. {missing[0]}); the folder is "
+            "incomplete or its weights come from another model: copy the whole folder again or re-save the adapter"
+        )
+    extra = [k for k in shapes if k not in expected]
+    if extra:
+        parts = " and ".join(sorted({_part(k) for k in extra}))
+        raise ValueError(
+            f"{weights}: holds {len(extra)} weights of {parts} (e.g. {extra[0]}) that the model built from "
+            f"{MODEL_CONFIG} and {ADAPTER_CONFIG} does not have; the configs and the weights come from different "
+            "models (e.g. use_dfm or the tuner type differs)"
+        )
+    config = peft_model.peft_config[adapter_name]
+    for key, shape in expected.items():
+        if shapes[key] == shape:
+            continue
+        explanation = config.explain_weight_shape(key, shapes[key], shape)
+        if explanation:
+            raise ValueError(
+                f"{folder / ADAPTER_CONFIG}: {explanation}; restore the {ADAPTER_CONFIG} saved with these weights"
+            )
+        raise ValueError(
+            f"{weights}: {key} has shape {tuple(shapes[key])} but the model built from {folder / MODEL_CONFIG} "
+            f"expects {tuple(shape)}; the config and the weights come from different models"
+        )
+
+
+def _load_base_sam(folder: Path, config: MFNetConfig, base_model: str | Path | None) -> Any:
+    """The frozen SAM an adapter goes on: ``base_model`` or the one config.json records, resized as trained."""
+    source = str(base_model) if base_model is not None else config.sam_name_or_path
+    try:
+        sam = load_sam_vision_encoder(
+            source,
+            image_size=config.image_size,
+            rel_pos=config.rel_pos,  # type: ignore[arg-type]
+            attn_implementation=getattr(config.vision_config, "_attn_implementation", None),
+        )
+    except SamLoadError as error:
+        if base_model is not None:
+            raise
+        # The recorded path is often a folder on the training machine: say how to point at a copy.
+        raise SamLoadError(
+            f"{folder / MODEL_CONFIG}: the base model it records (sam_name_or_path={source!r}) cannot be loaded "
+            f"({error}); pass a copy of that SAM with --base-model PATH (command line) or base_model=PATH (Python)"
+        ) from error
+    trained = config.vision_config
+    if (sam.config.hidden_size, sam.config.num_hidden_layers) != (trained.hidden_size, trained.num_hidden_layers):
+        raise ValueError(
+            f"base SAM {source!r} is {size_name(sam.config)}, but the adapter in {folder} was trained on "
+            f"{size_name(trained)}; pass the matching SAM with base_model= (--base-model on the command line)"
+        )
+    return sam
 
 
 def load_mfnet_adapter(
@@ -92,31 +203,26 @@ def load_mfnet_adapter(
     num_labels: int | None = None,
     **_: Any,
 ) -> Any:
-    """Build MFNet around SAM, inject the saved tuner and load its weights; returns a `peft.PeftModel`."""
+    """Build MFNet around SAM, inject the saved tuner and load its weights; returns a `peft.PeftModel`.
+
+    `PeftModel.from_pretrained` in two steps (build, then `load_adapter`) so that the saved weights are checked
+    against the built model in between.
+    """
     from peft import PeftModel
 
-    config, _ = check_adapter_folder(folder)
+    config, peft_config, shapes = check_adapter_folder(folder)
     if num_labels is not None and num_labels != config.num_labels:
         raise ValueError(f"num_labels={num_labels} does not match the adapter's {config.num_labels} classes")
-    source = str(base_model) if base_model is not None else config.sam_name_or_path
-    sam = load_sam_vision_encoder(
-        source,
-        image_size=config.image_size,
-        rel_pos=config.rel_pos,  # type: ignore[arg-type]
-        attn_implementation=getattr(config.vision_config, "_attn_implementation", None),
-    )
-    trained = config.vision_config
-    if (sam.config.hidden_size, sam.config.num_hidden_layers) != (trained.hidden_size, trained.num_hidden_layers):
-        raise ValueError(
-            f"base SAM {source!r} is {size_name(sam.config)}, but the adapter in {folder} was trained on "
-            f"{size_name(trained)}; pass the matching SAM with base_model="
-        )
+    sam = _load_base_sam(folder, config, base_model)
     config.vision_config = sam.config
     model = model_cls(config)
     model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
     model.vision_encoder.requires_grad_(False)
     model.name_or_path = str(folder)
-    peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name=adapter_name, is_trainable=is_trainable)
+    peft_config.inference_mode = not is_trainable  # frozen unless training continues, as from_pretrained does
+    peft_model = PeftModel(model, peft_config, adapter_name=adapter_name)
+    check_saved_weights(folder, peft_model, adapter_name, shapes)
+    peft_model.load_adapter(str(folder), adapter_name, is_trainable=is_trainable)
     if not is_trainable:
         peft_model.eval()
     return peft_model

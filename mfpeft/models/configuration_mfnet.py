@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig, SamVisionConfig
 
 from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
@@ -12,6 +17,89 @@ from .fusion import QUARTER_NORMS
 from .sam import REL_POS_MODES, sam_vision_config
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
+
+
+def check_number(
+    field: str,
+    value: object,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    integer: bool = False,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
+    """Raise ValueError naming `field` unless `value` is a finite number (an integer if asked) within the bounds.
+
+    Bools are refused: JSON ``true`` is no rank. Bounds are inclusive unless ``low_open`` / ``high_open``.
+    Shared by every config of mfpeft (MFNet and the tuners), so all of them word a bad number the same way.
+    """
+    kind = "an integer" if integer else "a finite number"
+    number = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
+    bounds = []
+    if low is not None:
+        bounds.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        bounds.append(f"{'<' if high_open else '<='} {high:g}")
+    wanted = f"{field}={value!r} must be {kind}" + (f" {' and '.join(bounds)}" if bounds else "")
+    if not number or not math.isfinite(value):  # type: ignore[arg-type]
+        raise ValueError(wanted)
+    below = low is not None and (value <= low if low_open else value < low)  # type: ignore[operator]
+    above = high is not None and (value >= high if high_open else value > high)  # type: ignore[operator]
+    if below or above:
+        raise ValueError(wanted)
+
+
+def _numbers(field: str, values: Any, integer: bool = False) -> list[Any]:
+    """`values` as a list of int (whole numbers only) or float, or ValueError naming the field.
+
+    Python's own conversion errors ("could not convert string to float") would not say which field; ``int(0.5)``
+    would silently give 0.
+    """
+
+    def convert(value: Any) -> int | float:
+        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
+            raise ValueError
+        number = float(value)
+        if integer and not number.is_integer():
+            raise ValueError
+        return int(number) if integer else number
+
+    try:
+        return [convert(v) for v in values]
+    except (TypeError, ValueError, OverflowError):
+        kind = "whole numbers" if integer else "numbers"
+        raise ValueError(f"{field}={values!r} must be a list of {kind}") from None
+
+
+def validate_vision_config(config: SamVisionConfig) -> None:
+    """Raise ValueError naming the first `vision_config` field out of range (transformers checks only types)."""
+    for name in ("hidden_size", "output_channels", "num_hidden_layers", "num_attention_heads", "patch_size",
+                 "window_size", "mlp_dim", "num_pos_feats"):  # fmt: skip
+        check_number(f"vision_config.{name}", getattr(config, name), 1, integer=True)
+    if config.num_channels != 3:
+        raise ValueError(f"vision_config.num_channels={config.num_channels!r} must be 3 (SAM takes RGB-shaped input)")
+    if config.hidden_size % config.num_attention_heads:
+        raise ValueError(
+            f"vision_config.hidden_size={config.hidden_size} must be a multiple of "
+            f"num_attention_heads={config.num_attention_heads}"
+        )
+    check_number("vision_config.image_size", config.image_size, 32, integer=True)
+    size, patch = int(config.image_size), int(config.patch_size)  # type: ignore[arg-type]  # ints, checked
+    if size % 32 or size % patch:
+        raise ValueError(
+            f"vision_config.image_size={size} must be a multiple of 32 (the decoder's 1/32 level) "
+            f"and of patch_size={patch}"
+        )
+    check_number("vision_config.layer_norm_eps", config.layer_norm_eps, 0, low_open=True)
+    check_number("vision_config.attention_dropout", config.attention_dropout, 0, 1, high_open=True)
+    check_number("vision_config.initializer_range", config.initializer_range, 0)
+    check_number("vision_config.mlp_ratio", config.mlp_ratio, 0, low_open=True)
+    layers = config.num_hidden_layers
+    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in config.global_attn_indexes):
+        raise ValueError(
+            f"vision_config.global_attn_indexes={config.global_attn_indexes!r} must be layer indices 0-{layers - 1}"
+        )
 
 
 class MFNetConfig(PreTrainedConfig):
@@ -78,14 +166,20 @@ class MFNetConfig(PreTrainedConfig):
         if vision_config is None:
             vision_config = sam_vision_config("vit-b", image_size=256)
         elif isinstance(vision_config, Mapping):
-            vision_config = SamVisionConfig(**dict(vision_config))
+            try:
+                vision_config = SamVisionConfig(**dict(vision_config))
+            except (StrictDataclassError, TypeError) as error:  # a wrong type in a (tampered) config.json
+                raise ValueError(f"vision_config: {' '.join(str(error).split())}") from None
         elif not isinstance(vision_config, SamVisionConfig):
             raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(vision_config).__name__}")
         self.vision_config = vision_config
-        self.modalities: list[list[Any]] = [[str(name), int(channels)] for name, channels in modalities]
-        self.palette = [list(map(int, colour)) for colour in palette] if palette is not None else None
-        self.input_mean = {k: list(map(float, v)) for k, v in (input_mean or {}).items()}
-        self.input_std = {k: list(map(float, v)) for k, v in (input_std or {}).items()}
+        self.modalities: list[list[Any]] = [
+            [str(name), *_numbers(f"modalities: {name!r} channels", [channels], integer=True)]
+            for name, channels in modalities
+        ]
+        self.palette = [_numbers("palette", c, integer=True) for c in palette] if palette is not None else None
+        self.input_mean = {k: _numbers(f"input_mean[{k!r}]", v) for k, v in (input_mean or {}).items()}
+        self.input_std = {k: _numbers(f"input_std[{k!r}]", v) for k, v in (input_std or {}).items()}
         self.input_scaling = {k: dict(v) for k, v in (input_scaling or {}).items()}
         self.sam_name_or_path = sam_name_or_path
         self.rel_pos = rel_pos
@@ -138,29 +232,57 @@ class MFNetConfig(PreTrainedConfig):
             for name, values in getattr(self, field).items():
                 if len(values) != self.modality_channels[name]:
                     raise ValueError(f"{field}[{name!r}]={values} needs one value per channel")
-        if any(v == 0 for values in self.input_std.values() for v in values):
-            raise ValueError(f"input_std={self.input_std} contains a zero")
+                for value in values:
+                    low = 0 if field == "input_std" else None  # a std divides: zero or negative is no scale
+                    check_number(f"{field}[{name!r}]", value, low, low_open=True)
         if self.rel_pos not in REL_POS_MODES:
             raise ValueError(f"rel_pos={self.rel_pos!r} must be one of {REL_POS_MODES}")
         if len(self.quarter_norms) != len(names) or any(q not in QUARTER_NORMS for q in self.quarter_norms):
             raise ValueError(f"quarter_norms={self.quarter_norms!r} needs one of {QUARTER_NORMS} per modality")
-        if self.palette is not None and (
-            len(self.palette) != self.num_labels or any(len(c) != 3 or min(c) < 0 or max(c) > 255 for c in self.palette)
-        ):
-            raise ValueError(f"palette needs {self.num_labels} RGB colours in 0-255, got {self.palette!r}")
+        self._validate_labels()
+        self._validate_decoder()
+        validate_vision_config(self.vision_config)
+
+    def _validate_labels(self) -> None:
+        """The class-indexed fields: palette, score_classes, semantic_loss_ignore_index."""
         num_labels = int(self.num_labels or 0)
-        if self.score_classes is not None and any(not 0 <= c < num_labels for c in self.score_classes):
-            raise ValueError(f"score_classes={self.score_classes!r} must index the {self.num_labels} labels")
-        for field in ("decode_channels", "decoder_window_size"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{field}={value!r} must be a positive integer")
+        if self.palette is not None and (
+            len(self.palette) != num_labels or any(len(c) != 3 or min(c) < 0 or max(c) > 255 for c in self.palette)
+        ):
+            raise ValueError(f"palette needs {num_labels} RGB colours in 0-255, got {self.palette!r}")
+        for index in self.score_classes or []:
+            if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < num_labels:
+                raise ValueError(f"score_classes={self.score_classes!r} must index the {num_labels} labels")
+        ignore = self.semantic_loss_ignore_index
+        check_number("semantic_loss_ignore_index", ignore, integer=True)
+        if 0 <= ignore < num_labels:  # the loss would silently never learn that class
+            raise ValueError(
+                f"semantic_loss_ignore_index={ignore} is one of the class indices 0-{num_labels - 1}; use a "
+                "value outside them (e.g. 255)"
+            )
+
+    def _validate_decoder(self) -> None:
+        check_number("decode_channels", self.decode_channels, 1, integer=True)
+        check_number("decoder_window_size", self.decoder_window_size, 2, integer=True)
         if self.decoder_window_size % 2:
             raise ValueError(f"decoder_window_size={self.decoder_window_size} must be even")
-        if not 0 <= self.decoder_dropout < 1:
-            raise ValueError(f"decoder_dropout={self.decoder_dropout!r} must be in [0, 1)")
-        if self.image_size % 32:
-            raise ValueError(f"vision_config.image_size={self.image_size} must be a multiple of 32 (1/32 level)")
+        check_number("decoder_dropout", self.decoder_dropout, 0, 1, high_open=True)
+
+    @classmethod
+    def from_pretrained(  # type: ignore[override]
+        cls, pretrained_model_name_or_path: str | os.PathLike[str], *args: Any, **kwargs: Any
+    ) -> Any:
+        """`PreTrainedConfig.from_pretrained`, with a bad value's error naming the config.json it came from."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        except ValueError as error:
+            path = Path(pretrained_model_name_or_path).expanduser()
+            source = str(path / "config.json") if path.is_dir() else f"{pretrained_model_name_or_path} (config.json)"
+            if path.is_file():
+                source = str(path)
+            if source in str(error):
+                raise
+            raise ValueError(f"{source}: {error}") from error
 
     def to_dict(self) -> dict[str, Any]:
         output = super().to_dict()

@@ -238,8 +238,15 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         For an adapter folder (``adapter_config.json`` + ``config.json``) the frozen SAM is loaded from the
         config's ``sam_name_or_path`` or from ``base_model`` (e.g. a local copy), resized, the tuner injected and
         the trained weights loaded; a `peft.PeftModel` is returned (``is_trainable=True`` continues training).
+        Weights are read from safetensors only: a pickle (``pytorch_model.bin``, ``adapter_model.bin``) is refused
+        unopened.
+
+        Raises:
+            ValueError: a folder that is no MFNet model, a config value out of range, weights that do not match
+                their configs; the message names the file, the field and the value.
+            SamLoadError: the base SAM cannot be loaded.
         """
-        from .adapter_io import find_adapter_folder, load_mfnet_adapter
+        from .adapter_io import check_checkpoint_folder, find_adapter_folder, load_mfnet_adapter
 
         folder = find_adapter_folder(pretrained_model_name_or_path, **kwargs)
         if folder is not None:
@@ -248,6 +255,10 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
             )
         if base_model is not None:
             raise ValueError(f"base_model= applies to adapter folders; {pretrained_model_name_or_path} is none")
+        check_checkpoint_folder(pretrained_model_name_or_path)
+        if kwargs.get("use_safetensors") is False:
+            raise ValueError("use_safetensors=False: mfpeft loads only safetensors, never a pickled pytorch_model.bin")
+        kwargs["use_safetensors"] = True  # a Hub repo's pytorch_model.bin is never downloaded nor unpickled
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
 

@@ -10,6 +10,7 @@ same numbers for more work.
 from __future__ import annotations
 
 import copy
+import pickle
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +45,32 @@ SAM_SIZES: dict[str, SamSize] = {
 
 class SamLoadError(OSError):
     """A SAM checkpoint could not be found or read."""
+
+
+# Weight files that are pickles: unpickling runs whatever code the file names, so mfpeft never opens them
+# (Meta's SAM .pth is the one exception, read with ``torch.load(weights_only=True)``, which executes nothing).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
+
+def find_safetensors(folder: Path, name: str) -> Path | None:
+    """`folder / name` (or its sharded ``.index.json``) when present, else None; refuses a folder of pickles.
+
+    The one check behind every folder mfpeft reads weights from (adapter, full MFNet checkpoint, SAM).
+
+    Raises:
+        ValueError: the weights are there only as a pickle (``pytorch_model.bin``, ``adapter_model.bin``, ...).
+    """
+    for candidate in (folder / name, folder / f"{name}.index.json"):
+        if candidate.is_file():
+            return candidate
+    pickles = sorted(p for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES and p.is_file())
+    if pickles:
+        raise ValueError(
+            f"{pickles[0]} is a pickle; mfpeft loads only safetensors ({name}), because unpickling a file can run "
+            "any code in it. If you trust the file, re-save the model with save_pretrained(), which writes "
+            "safetensors"
+        )
+    return None
 
 
 def sam_vision_config(size: str, image_size: int = 256, **overrides: Any) -> SamVisionConfig:
@@ -273,9 +300,19 @@ def _read_file(path: Path) -> tuple[SamVisionConfig, dict[str, torch.Tensor]]:
     else:
         try:
             loaded = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for corrupt or unsafe pickles
+        except pickle.UnpicklingError as error:
+            # torch's message is a page long and suggests weights_only=False: say what was refused, in one line.
+            found = re.search(r"WeightsUnpickler error:\s*(.*?)(?: was not an allowed global|\n\n|$)", str(error), re.S)
+            reason = " ".join(found.group(1).split()) if found and found.group(1).strip() else "not plain tensors"
             raise SamLoadError(
-                f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {error})"
+                f"{path}: not a readable PyTorch weights file ({reason}); mfpeft reads .pth files only as plain "
+                "tensors (torch.load with weights_only=True), never running code from them: use Meta's "
+                "sam_vit_*.pth as released, a transformers SAM folder or a .safetensors file"
+            ) from None
+        except Exception as error:  # torch raises several types for corrupt or truncated files
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            raise SamLoadError(
+                f"{path}: not a readable PyTorch weights file ({type(error).__name__}: {first})"
             ) from error
         if isinstance(loaded, dict) and "model" in loaded and isinstance(loaded["model"], dict):
             loaded = loaded["model"]
@@ -294,6 +331,9 @@ def _read_pretrained(
 ) -> tuple[SamVisionConfig, dict[str, torch.Tensor]]:
     from transformers import AutoConfig, SamConfig
 
+    folder = Path(name)
+    if folder.is_dir() and find_safetensors(folder, "model.safetensors") is None:
+        raise SamLoadError(f"{folder}: no model.safetensors; a SAM folder holds config.json and model.safetensors")
     try:
         config = AutoConfig.from_pretrained(name, revision=revision, cache_dir=cache_dir)
     except OSError as error:
@@ -312,7 +352,12 @@ def _read_pretrained(
     try:
         with _quiet_transformers():
             loaded: Any = SamVisionModel.from_pretrained(
-                name, config=vision_config, revision=revision or "main", cache_dir=cache_dir, output_loading_info=True
+                name,
+                config=vision_config,
+                revision=revision or "main",
+                cache_dir=cache_dir,
+                output_loading_info=True,
+                use_safetensors=True,  # never a pytorch_model.bin pickle, from a folder or the Hub
             )
         model, info = loaded
     except (OSError, ValueError, RuntimeError) as error:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from peft.config import PeftConfig
 
+from ..models.configuration_mfnet import check_number
 from .multimodal import check_num_modalities
+
+ADAPTER_CONFIG = "adapter_config.json"
 
 
 @dataclass
@@ -35,13 +40,46 @@ class MultimodalConfig(PeftConfig):
     encoder_hidden_size: int | None = field(default=None, metadata={"help": "recorded at injection"})
     encoder_num_layers: int | None = field(default=None, metadata={"help": "recorded at injection"})
 
+    # For load errors: the dimensions of each saved tuner parameter that a config field sets,
+    # {parameter name: ((dimension, field, what it counts), ...)}; filled in by each tuner.
+    weight_dimensions: ClassVar[dict[str, tuple[tuple[int, str, str], ...]]] = {}
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_num_modalities(self.num_modalities)
         if not isinstance(self.cross_modal, bool):
             raise ValueError(f"cross_modal={self.cross_modal!r} must be True or False")
+        # λ weighs a modality's own branch against the others' (Eq. 11): a convex weight at the start.
+        check_number("init_lambda", self.init_lambda, 0, 1)
+        for name in ("encoder_hidden_size", "encoder_num_layers"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), 1, integer=True)
         if isinstance(self.target_modules, (set, tuple)):
             self.target_modules = sorted(self.target_modules)
+
+    def explain_weight_shape(self, key: str, saved: Sequence[int], expected: Sequence[int]) -> str | None:
+        """Which field disagrees with a saved weight ``key`` of shape ``saved`` (``expected`` built), or None."""
+        for dim, name, counts in self.weight_dimensions.get(key.rsplit(".", 1)[-1], ()):
+            if len(saved) == len(expected) and saved[dim] != expected[dim]:
+                return (
+                    f"{name}={getattr(self, name)!r} but the saved weights have {counts} {saved[dim]} "
+                    f"({key} is {tuple(saved)}; this config gives {tuple(expected)})"
+                )
+        return None
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str, subfolder: str | None = None, **kwargs: Any) -> Any:
+        """`PeftConfig.from_pretrained`, with a bad value's error naming the adapter_config.json it came from."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
+        except ValueError as error:
+            folder = os.path.join(pretrained_model_name_or_path, subfolder or "")
+            source = os.path.join(folder, ADAPTER_CONFIG)
+            if not os.path.isdir(folder):
+                source = f"{pretrained_model_name_or_path} ({ADAPTER_CONFIG})"
+            if ADAPTER_CONFIG in str(error):  # peft's own "can't find" already names it
+                raise
+            raise ValueError(f"{source}: {error}") from error
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
         """Write ``adapter_config.json`` and, for MFNet, ``config.json`` and the model card beside it."""

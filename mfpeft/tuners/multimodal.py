@@ -212,8 +212,10 @@ def find_vision_encoder(model: nn.Module) -> SamVisionEncoder | None:
 
 
 def check_num_modalities(value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"num_modalities={value!r} must be an integer >= 1")
+    """ValueError unless `value` is a whole number of modalities, at least one."""
+    from ..models.configuration_mfnet import check_number
+
+    check_number("num_modalities", value, 1, integer=True)
 
 
 def warn_single_modality(cross_modal: bool, num_modalities: int, name: str) -> None:

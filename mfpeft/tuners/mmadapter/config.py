@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from transformers.activations import ACT2FN
 
+from ...models.configuration_mfnet import check_number
 from ..config import MultimodalConfig
 from ..registration import MultimodalPeftType
 
@@ -30,10 +32,15 @@ class MMAdapterConfig(MultimodalConfig):
     attention_modules: list[str] = field(default_factory=lambda: ["proj"], metadata={"help": "attention outputs"})
     mlp_modules: list[str] = field(default_factory=lambda: ["mlp"], metadata={"help": "MLP blocks"})
 
+    weight_dimensions: ClassVar[dict[str, tuple[tuple[int, str, str], ...]]] = {
+        "mmadapter_down_weight": ((0, "num_modalities", "modalities"), (1, "bottleneck_ratio", "bottleneck width")),
+        "mmadapter_up_weight": ((0, "num_modalities", "modalities"), (2, "bottleneck_ratio", "bottleneck width")),
+        "mmadapter_lambda": ((0, "num_modalities", "modalities"),),
+    }
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = MultimodalPeftType.MMADAPTER  # type: ignore[assignment]
-        if not 0 < self.bottleneck_ratio <= 4:
-            raise ValueError(f"bottleneck_ratio={self.bottleneck_ratio!r} must be in (0, 4]")
-        if self.activation not in ACT2FN:
+        check_number("bottleneck_ratio", self.bottleneck_ratio, 0, 4, low_open=True)
+        if not isinstance(self.activation, str) or self.activation not in ACT2FN:
             raise ValueError(f"activation={self.activation!r} is not a transformers activation name")

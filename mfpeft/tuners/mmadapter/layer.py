@@ -50,6 +50,11 @@ class MMAdapterLayer(nn.Module, MultimodalTunerLayer):
     def update_layer(self, adapter_name: str, config: MMAdapterConfig) -> None:
         m, d = config.num_modalities, self.features
         h = int(d * config.bottleneck_ratio)
+        if h < 1:
+            raise ValueError(
+                f"bottleneck_ratio={config.bottleneck_ratio!r} leaves no bottleneck for {self.module_name} of width "
+                f"{d}; use at least {1 / d:.3g}"
+            )
         device = next(self.get_base_layer().parameters()).device
         down_w = torch.empty(m, h, d, device=device)
         down_b = torch.empty(m, h, device=device)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
+from ...models.configuration_mfnet import check_number
 from ..config import MultimodalConfig
 from ..registration import MultimodalPeftType
 
@@ -28,13 +30,19 @@ class MMLoraConfig(MultimodalConfig):
     scale_mlp: bool = field(default=False, metadata={"help": "scale the MLP branch by alpha / r too"})
     qv_modules: list[str] = field(default_factory=lambda: ["qkv"], metadata={"help": "fused qkv module names"})
 
+    weight_dimensions: ClassVar[dict[str, tuple[tuple[int, str, str], ...]]] = {
+        "mmlora_A": ((0, "num_modalities", "modalities"), (-2, "r", "rank")),  # (M, [2,] r, in)
+        "mmlora_B": ((0, "num_modalities", "modalities"), (-1, "r", "rank")),  # (M, [2,] out, r)
+        "mmlora_lambda": ((0, "num_modalities", "modalities"),),  # (M,)
+    }
+
     def __post_init__(self) -> None:
         super().__post_init__()
         self.peft_type = MultimodalPeftType.MMLORA  # type: ignore[assignment]
-        if not isinstance(self.r, int) or isinstance(self.r, bool) or self.r <= 0:
-            raise ValueError(f"r={self.r!r} must be a positive integer")
-        if not self.alpha > 0:
-            raise ValueError(f"alpha={self.alpha!r} must be positive")
+        check_number("r", self.r, 1, integer=True)
+        check_number("alpha", self.alpha, 0, low_open=True)
+        if not isinstance(self.scale_mlp, bool):
+            raise ValueError(f"scale_mlp={self.scale_mlp!r} must be True or False")
 
     @property
     def scaling(self) -> float:
