@@ -189,7 +189,7 @@ def add_evaluate_parser(subparsers: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from mfpeft.engine.evaluation import evaluate_model
+    from mfpeft.engine.evaluation import evaluate_model, is_main_process
     from mfpeft.engine.reports import write_json
 
     args.source = args.dataset
@@ -198,6 +198,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, base_model=args.base_model, source_options=source_options(args),
         device=args.device,
     )  # fmt: skip
+    if not is_main_process():  # under accelerate launch every process scores its share; one reports
+        return 0
     summary = {k: scores[k] for k in ("overall_accuracy", "mean_f1", "mean_iou", "kappa")}
     print(json.dumps(summary, indent=2))
     if args.output:
