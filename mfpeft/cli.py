@@ -295,17 +295,16 @@ def add_predict_parser(subparsers: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mfpeft.engine.predict import one_line_warnings, predict_scene
+    from mfpeft.engine.predict import predict_scene
 
     rasters, bands = _scene_rasters(args)
     bf16: bool | str = "auto" if args.bf16 == "auto" else args.bf16 == "on"
-    with one_line_warnings("mfpeft predict"):  # e.g. a DSM with many nodata pixels: one line, not two
-        result = predict_scene(
-            args.model, rasters, args.output, chip_size=args.chip_size, stride=args.stride,
-            batch_size=args.batch_size, weights=args.weights, tta=args.tta, device=args.device, bf16=bf16,  # type: ignore[arg-type]
-            confidence=args.confidence, cog=args.cog, preview=args.preview,
-            preview_inputs=not args.preview_labels_only, bands=bands or None, base_model=args.base_model,
-        )  # fmt: skip
+    result = predict_scene(
+        args.model, rasters, args.output, chip_size=args.chip_size, stride=args.stride,
+        batch_size=args.batch_size, weights=args.weights, tta=args.tta, device=args.device, bf16=bf16,  # type: ignore[arg-type]
+        confidence=args.confidence, cog=args.cog, preview=args.preview,
+        preview_inputs=not args.preview_labels_only, bands=bands or None, base_model=args.base_model,
+    )  # fmt: skip
     print(
         f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, {result.seconds:.1f} s, "
         f"{result.megapixels_per_second:.2f} MP/s)"
@@ -332,15 +331,13 @@ def add_heatmap_parser(subparsers: Any) -> None:
 
 def run_heatmap(args: argparse.Namespace) -> int:
     from mfpeft.engine.heatmap import heatmap_figure
-    from mfpeft.engine.predict import one_line_warnings
 
     rasters, bands = _scene_rasters(args)
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
-    with one_line_warnings("mfpeft heatmap"):
-        path, _ = heatmap_figure(
-            args.model, rasters, args.output, row=args.row, col=args.col, classes=classes, bands=bands or None,
-            base_model=args.base_model, device=args.device,
-        )  # fmt: skip
+    path, _ = heatmap_figure(
+        args.model, rasters, args.output, row=args.row, col=args.col, classes=classes, bands=bands or None,
+        base_model=args.base_model, device=args.device,
+    )  # fmt: skip
     print(f"wrote {path}")
     return 0
 

@@ -5,6 +5,7 @@ A leaf module (no mfpeft imports) shared by the CLI and the recipes:
 - `handle_signals` turns SIGTERM (what ``timeout``, ``docker stop`` and Slurm send) and SIGINT (Ctrl-C) into an
   `Interrupted` exception, so every ``finally`` / ``except BaseException`` on the way up deletes its temporary
   files exactly as for any other failure;
+- `one_line_warnings` prints each warning as one ``PROG: warning: ...`` line (library deprecations dropped);
 - `run_command` runs a command's function and turns what escapes it into one line on stderr and an exit status:
   1 for an error, 128 + N for signal N (130 Ctrl-C, 143 SIGTERM). ``--debug`` or ``MFPEFT_DEBUG=1`` re-raises
   instead, with the full traceback.
@@ -16,11 +17,21 @@ import errno
 import os
 import signal
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+from typing import Any
 
-__all__ = ["DEBUG_ENV", "Interrupted", "debug_requested", "ensure_free_space", "handle_signals", "run_command"]
+__all__ = [
+    "DEBUG_ENV",
+    "Interrupted",
+    "debug_requested",
+    "ensure_free_space",
+    "handle_signals",
+    "one_line_warnings",
+    "run_command",
+]
 
 DEBUG_ENV = "MFPEFT_DEBUG"
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -70,6 +81,31 @@ def handle_signals() -> Iterator[None]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+
+
+@contextmanager
+def one_line_warnings(prog: str) -> Iterator[None]:
+    """Within the block, each warning is printed as one ``PROG: warning: MESSAGE`` line on stderr (not
+    Python's two-line ``file:line: Category: message`` form); the previous behaviour is restored after.
+
+    Deprecation warnings of other libraries (transformers, peft, rasterio) are dropped: they concern the code
+    that calls them, and the user of the command can do nothing about them.
+    """
+    from pathlib import Path
+
+    package = Path(__file__).resolve().parent
+
+    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+        if issubclass(category, _DEPRECATIONS) and not Path(filename).resolve().is_relative_to(package):
+            return
+        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
 
 
 def _megabytes(n: float) -> str:
@@ -135,7 +171,7 @@ def run_command(
     """
     debug = debug_requested(debug)
     try:
-        with handle_signals():
+        with handle_signals(), one_line_warnings(prog):
             return int(func())
     except (Interrupted, KeyboardInterrupt) as stop:
         status = stop.exit_status if isinstance(stop, Interrupted) else 130

@@ -24,9 +24,17 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from mfpeft.data.tile import RasterRef
+from mfpeft.data.tile import RasterRef, Tile
 
-__all__ = ["MISSING_WARNING_SHARE", "ValidShare", "check_valid_share", "valid_share"]
+__all__ = [
+    "MISSING_WARNING_SHARE",
+    "LabelCounts",
+    "ValidShare",
+    "check_tile_inputs",
+    "check_valid_share",
+    "count_labels",
+    "valid_share",
+]
 
 MISSING_WARNING_SHARE = 0.05
 """Above this share of pixels without data, :func:`check_valid_share` warns."""
@@ -171,3 +179,59 @@ def check_valid_share(
             stacklevel=2,
         )
     return counted
+
+
+@dataclass(frozen=True)
+class LabelCounts:
+    """Label pixels of some tiles: ``pixels[k]`` of class ``k``, and ``ignored`` (255: boundary, nodata, unknown)."""
+
+    pixels: tuple[int, ...]
+    ignored: int
+
+    @property
+    def total(self) -> int:
+        return sum(self.pixels) + self.ignored
+
+    @property
+    def ignored_share(self) -> float:
+        return self.ignored / self.total if self.total else 1.0
+
+
+def count_labels(tiles: Sequence[Tile], num_classes: int, rows: int = 512) -> LabelCounts:
+    """Decode every label pixel of ``tiles`` once, in row bands, with the reader training uses.
+
+    A colour not in the palette or a code not in the code map anywhere in a tile fails here, before the first
+    optimizer step, with the reader's (and ``mfpeft prepare``'s) message naming the file; not when a random chip
+    first lands on it.
+
+    Raises:
+        ValueError: a label value the tile's label encoding cannot map, or no labelled pixel at all.
+    """
+    from mfpeft.data.geometry import ChipWindow
+    from mfpeft.data.raster import TileReader
+    from mfpeft.data.scaling import Scaling
+
+    counts = np.zeros(256, dtype=np.int64)
+    for tile in tiles:
+        if tile.labels is None:
+            continue
+        first = next(iter(tile.modalities))
+        # Only the grid of the first modality and the labels are read; "none" scaling needs no statistics pass.
+        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, mask_nodata=False) as reader:
+            for row in range(0, reader.height, rows):
+                window = ChipWindow(row, 0, min(rows, reader.height - row), reader.width)
+                labels = reader.read_labels(window)
+                if labels is not None:
+                    counts += np.bincount(labels.ravel(), minlength=256)
+    pixels = tuple(int(c) for c in counts[:num_classes])
+    result = LabelCounts(pixels, int(counts[num_classes:].sum()))
+    if tiles and result.total and not sum(pixels):
+        raise ValueError(f"tiles {[t.name for t in tiles][:5]}: every label pixel is ignore (255); nothing to learn")
+    return result
+
+
+def check_tile_inputs(tiles: Sequence[Tile], modalities: Sequence[str]) -> None:
+    """`check_valid_share` of every modality of every tile: an empty one is an error, a patchy one a warning."""
+    for tile in tiles:
+        for m in modalities:
+            check_valid_share(m, tile.modalities[m], tile.bands.get(m))

@@ -54,7 +54,6 @@ __all__ = [
     "load_mfnet",
     "mfnet_of",
     "modality_flags",
-    "one_line_warnings",
     "predict_scene",
     "resolve_device",
 ]
@@ -394,29 +393,6 @@ def _silenced_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-_DEPRECATIONS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
-
-
-@contextmanager
-def one_line_warnings(prog: str) -> Iterator[None]:
-    """Within the block, each warning is printed as one ``PROG: warning: MESSAGE`` line on stderr (not
-    Python's two-line ``file:line: Category: message`` form); the previous behaviour is restored after.
-
-    Deprecation warnings of other libraries (transformers, peft, rasterio) are dropped: they concern the code
-    that calls them, and the user of the command can do nothing about them.
-    """
-    package = Path(__file__).resolve().parents[1]
-
-    def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
-        if issubclass(category, _DEPRECATIONS) and not Path(filename).resolve().is_relative_to(package):
-            return
-        print(f"{prog}: warning: {' '.join(str(message).split())}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.showwarning = show
-        yield
 
 
 def _colormap(palette: Sequence[Sequence[int]] | None, num_labels: int) -> dict[int, tuple[int, int, int, int]]:

@@ -20,6 +20,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.checks import check_tile_inputs, count_labels
 from ..data.datasets import RandomChipDataset, collate_chips
 from ..data.geometry import ChipWindow
 from ..data.sources import get_source
@@ -114,6 +115,21 @@ def resolve_modalities(requested: list[str] | None, tile: Tile, dataset: str) ->
     if missing:
         raise ValueError(f"modalities {missing} are not in data set {dataset!r}, which has {available}")
     return list(requested)
+
+
+def scan_inputs(
+    train_tiles: list[Tile], validation: list[Tile], test: list[Tile], modalities: list[str], classes: list[str],
+    say: Any,
+) -> None:
+    """Read every input and label raster once before training: an empty modality, an unknown label colour or code
+    fails now (not after the steps it takes a random chip to land on it); prints the training label histogram."""
+    check_tile_inputs([*train_tiles, *validation, *test], modalities)
+    for split in (validation, test):
+        count_labels(split, len(classes))
+    counts = count_labels(train_tiles, len(classes))
+    shares = ", ".join(f"{name} {100 * n / max(counts.total, 1):.1f} %" for name, n in zip(classes, counts.pixels))
+    say(f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
+        f"{shares}")  # fmt: skip
 
 
 def check_chip_size(chip_size: int, sizes: list[tuple[int, int]], names: list[str]) -> None:
@@ -216,6 +232,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     encoding = train_tiles[0].label_encoding
     scaling = {name: s.to_dict() for name, s in train_set.scalings[0].items()}
     validation, test = splits["validation"], splits["test"]
+    scan_inputs(train_tiles, validation, test, modalities, list(encoding.classes), say)
     if not validation:
         say("No validation split: the last step is kept (a model is never selected on the test split).")
     resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, say) if args.resume_from_checkpoint else None

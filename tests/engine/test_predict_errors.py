@@ -17,7 +17,8 @@ import torch
 
 from mfpeft.cli import main as cli_main
 from mfpeft.engine.devices import resolve_device
-from mfpeft.engine.predict import modality_flags, one_line_warnings
+from mfpeft.engine.predict import modality_flags
+from mfpeft.errors import one_line_warnings
 from tests.engine.test_predict import save_tiny_model
 from tests.rasters import write_nan_dsm, write_patchy_int16_dsm, write_scene
 

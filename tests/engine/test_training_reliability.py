@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -235,3 +236,60 @@ def test_a_full_disk_is_one_line_with_the_size_and_leaves_nothing_partial(
     assert len(err) == 1 and "no space left on the device" in err[0] and "MB free" in err[0], err
     assert "needs about" in err[0]
     assert not [p for p in small_disk.rglob("*") if p.is_file()], "no partial file is left on the full disk"
+
+
+def write_palette_folder(root: Path, corner: tuple[int, int, int] | None = None, nan_dsm: bool = False) -> Path:
+    """Two 128² training tiles and one test tile in the ISPRS palette; ``corner`` paints 4 px of the last
+    training tile's bottom-right corner in another colour; ``nan_dsm`` makes the test tile's DSM all NaN."""
+    from mfpeft.data.palette import ISPRS_PALETTE
+
+    from ..rasters import write_raster
+
+    rng = np.random.default_rng(0)
+    for split, names in (("train", ("a", "b")), ("test", ("c",))):
+        (root / split).mkdir(parents=True)
+        for name in names:
+            classes = rng.integers(0, 6, (128, 128))
+            rgb = np.asarray(ISPRS_PALETTE, np.uint8)[classes].transpose(2, 0, 1).copy()
+            if corner is not None and name == "b":
+                rgb[:, -2:, -2:] = np.asarray(corner, np.uint8)[:, None, None]
+            dsm = rng.normal(10, 3, (1, 128, 128)).astype(np.float32)
+            if nan_dsm and name == "c":
+                dsm[:] = np.nan
+            write_raster(root / split / f"{name}_label.tif", rgb)
+            write_raster(root / split / f"{name}_rgb.tif", rng.integers(1, 255, (3, 128, 128)).astype(np.uint8))
+            write_raster(root / split / f"{name}_dsm.tif", dsm)
+    return root
+
+
+def folder_flags(root: Path) -> list[str]:
+    return ["--dataset", "folder", "--data-dir", str(root), "--optical", "*_rgb.tif", "--dsm", "*_dsm.tif",
+            "--labels", "*_label.tif"]  # fmt: skip
+
+
+@pytest.mark.parametrize("case", ["bad-colour", "nan-dsm"])
+def test_inputs_are_scanned_before_the_first_step(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    root = write_palette_folder(tmp_path / "data", corner=(7, 7, 7) if case == "bad-colour" else None,
+                                nan_dsm=case == "nan-dsm")  # fmt: skip
+    steps: list[int] = []
+    monkeypatch.setattr(training, "make_optimizer", lambda *a: steps.append(1) or torch.optim.SGD(a[0], lr=0.1))
+    status = cli_main(["train", *smoke(tmp_path / "run"), *folder_flags(root)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(err) == 1, err
+    assert not steps, "the check ran before the optimizer was even built"
+    if case == "bad-colour":
+        assert str(root / "train" / "b_label.tif") in err[0] and "(7, 7, 7): 4 px" in err[0]
+    else:
+        assert str(root / "test" / "c_dsm.tif") in err[0] and "modality 'dsm' has no data" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_clean_folder_trains_and_prints_the_label_histogram(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = write_palette_folder(tmp_path / "data")
+    assert cli_main(["train", *smoke(tmp_path / "run"), *folder_flags(root)]) == 0
+    out = capsys.readouterr().out
+    assert "Training labels: 2 tiles, 32,768 px (0.0 % ignored): impervious_surfaces" in out
