@@ -70,7 +70,6 @@ def write_chip_previews(
             if row == 0:
                 ax.set_title(columns[col])
     figure.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
-    return path
+    from .preview import save_figure
+
+    return save_figure(figure, path, dpi=80)

@@ -203,8 +203,16 @@ def test_bad_input_fails_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
 
 
-def test_recipe_reports_bad_input_in_one_line(tmp_path: Path) -> None:
-    process = run_recipe([*SMOKE, "--output-dir", str(tmp_path / "run"), "--tuner", "foo"])
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [(["--tuner", "foo"], "tuner='foo' is not one of"), (["--rank", "0"], "rank=0 must be a positive integer"),
+     (["--preset", "foo"], "preset='foo' is not one of")],
+    ids=["tuner", "rank", "preset"],
+)  # fmt: skip
+def test_recipe_reports_bad_input_in_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
+    process = run_recipe([*SMOKE, "--output-dir", str(tmp_path / "run"), *flags])
     output, _ = process.communicate(timeout=120)
     assert process.returncode == 1
-    assert "train.py: error: tuner='foo' is not one of" in output and "Traceback" not in output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"train.py: error: {message}")
+    assert "Traceback" not in output and not (tmp_path / "run").exists()
