@@ -10,6 +10,7 @@ from typing import Any
 from peft import PeftModel, get_peft_model
 
 from ..errors import ensure_free_space
+from ..models.adapter_io import BUNDLED_BASE_MODEL
 from ..models.configuration_mfnet import MFNetConfig
 from ..models.demo_encoder import DEMO_ENCODER_PREFIX, DemoPretrainingConfig, demo_encoder_dir
 from ..models.modeling_mfnet import MFNetForSegmentation
@@ -31,6 +32,42 @@ def base_model_source(base_model: str, output_dir: Path) -> str:
     if is_generated_base_model(base_model):
         return str((output_dir / "base-model").resolve())
     return base_model
+
+
+# Meta's released SAM checkpoints and the transformers Hub repos of the same weights.
+META_CHECKPOINT_HUB_IDS = {
+    "sam_vit_b_01ec64.pth": "facebook/sam-vit-base",
+    "sam_vit_l_0b3195.pth": "facebook/sam-vit-large",
+    "sam_vit_h_4b8939.pth": "facebook/sam-vit-huge",
+}
+
+
+def recorded_base_model(base_model: str) -> str:
+    """What a trained model's ``config.json`` records as its SAM: which encoder, never where it sat on this machine.
+
+    A generated encoder travels inside the model folder (`BUNDLED_BASE_MODEL`); a Hub id stays; a local copy of a
+    released SAM is recorded by its Hub id (Meta's file names, or the ``_name_or_path`` a transformers folder
+    keeps); any other local file or folder by its name alone, which loading elsewhere reports with the
+    ``--base-model`` / ``base_model=`` fix.
+    """
+    if is_generated_base_model(base_model):
+        return BUNDLED_BASE_MODEL
+    path = Path(base_model).expanduser()
+    if not path.exists():
+        return base_model  # a Hub id
+    if path.name in META_CHECKPOINT_HUB_IDS:
+        return META_CHECKPOINT_HUB_IDS[path.name]
+    config = path / "config.json"
+    if config.is_file():
+        import json
+
+        try:
+            origin = str(json.loads(config.read_text(encoding="utf-8")).get("_name_or_path", ""))
+        except ValueError:
+            origin = ""
+        if origin.startswith("facebook/") or (origin.count("/") == 1 and not Path(origin).exists()):
+            return origin
+    return path.name
 
 
 def write_generated_base_model(

@@ -43,6 +43,7 @@ from .factory import (
     base_model_source,
     build_model,
     is_generated_base_model,
+    recorded_base_model,
     write_generated_base_model,
 )
 from .reports import write_chip_previews, write_json
@@ -262,8 +263,9 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     if not generated:
         _create_run_folder(accelerator, args, work_dir)
     mfnet: Any = model.get_base_model()
-    # Record where the encoder will be once the run is installed at --output-dir, not the staging folder.
-    mfnet.config.sam_name_or_path = base_model_source(args.base_model, output_dir)
+    # Record which encoder, not where it is on this machine: the folder stays loadable when moved or pushed.
+    mfnet.config.sam_name_or_path = recorded_base_model(args.base_model)
+    mfnet.config.vision_config._name_or_path = mfnet.config.sam_name_or_path
     trainable = [p for p in model.parameters() if p.requires_grad]
     say(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; modalities {channels}")
     optimizer = make_optimizer(trainable, args)
@@ -390,7 +392,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
             )  # fmt: skip
         install_run(work_dir, output_dir)
         if args.push_to_hub:
-            push_adapter_to_hub(unwrapped, args.push_to_hub)
+            push_adapter_to_hub(unwrapped, args.push_to_hub, base_model_dir=output_dir / "base-model")
             say(f"Pushed the adapter to {args.push_to_hub}")
         say(f"Saved the adapter and reports to {output_dir} ({state.step} steps in {seconds:.0f} s)")
     accelerator.wait_for_everyone()
@@ -431,7 +433,7 @@ def training_hyperparameters(args: TrainingArguments, steps: int, num_processes:
     )  # fmt: skip
     return {
         "dataset": args.dataset if args.data_dir is None else f"{args.dataset} ({Path(args.data_dir).name})",
-        "base_model": args.base_model,
+        "base_model": recorded_base_model(args.base_model),
         "optimizer": optimizer,
         "learning_rate": f"{args.learning_rate:g}",
         "weight_decay": f"{args.weight_decay:g}",

@@ -17,6 +17,14 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CONFIG = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 ADAPTER_FILES = (MODEL_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
+BUNDLED_BASE_MODEL = "./base-model"
+"""``sam_name_or_path`` of a model that carries its encoder in its own ``base-model/`` subfolder (a generated
+encoder): resolved against the model folder, so the folder loads wherever it is moved, copied or pushed."""
+
+
+def resolve_base_model(folder: Path, recorded: str) -> str:
+    """Where the SAM a model records is: ``./base-model`` inside ``folder``, anything else as recorded."""
+    return str(folder / recorded) if recorded.startswith("./") else recorded
 
 
 def find_adapter_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path | None:
@@ -32,7 +40,8 @@ def find_adapter_folder(name_or_path: str | Path, **hub_kwargs: Any) -> Path | N
     try:
         folder = snapshot_download(
             str(name_or_path),
-            allow_patterns=list(ADAPTER_FILES),
+            # A bundled encoder (BUNDLED_BASE_MODEL) comes along; repos without one have no such folder.
+            allow_patterns=[*ADAPTER_FILES, BUNDLED_BASE_MODEL.removeprefix("./") + "/*"],
             revision=hub_kwargs.get("revision"),
             cache_dir=hub_kwargs.get("cache_dir"),
             token=hub_kwargs.get("token"),
@@ -168,7 +177,7 @@ def check_saved_weights(folder: Path, peft_model: Any, adapter_name: str, shapes
 
 def _load_base_sam(folder: Path, config: MFNetConfig, base_model: str | Path | None) -> Any:
     """The frozen SAM an adapter goes on: ``base_model`` or the one config.json records, resized as trained."""
-    source = str(base_model) if base_model is not None else config.sam_name_or_path
+    source = str(base_model) if base_model is not None else resolve_base_model(folder, config.sam_name_or_path)
     try:
         sam = load_sam_vision_encoder(
             source,
@@ -229,17 +238,37 @@ def load_mfnet_adapter(
 
 
 def push_adapter_to_hub(
-    peft_model: Any, repo_id: str, *, private: bool | None = None, token: str | None = None, commit_message: str = ""
+    peft_model: Any,
+    repo_id: str,
+    *,
+    private: bool | None = None,
+    token: str | None = None,
+    commit_message: str = "",
+    base_model_dir: str | Path | None = None,
 ) -> str:
     """Upload an MFNet adapter folder (the four files of `ADAPTER_FILES`) with its filled model card.
 
-    `PeftModel.push_to_hub` uploads the same files but replaces README.md with the Hub's generic card.
-    Returns the commit URL.
+    A model that records `BUNDLED_BASE_MODEL` needs its encoder too: ``base_model_dir`` (the folder's
+    ``base-model/``) is uploaded beside the adapter, so the repo loads on its own. `PeftModel.push_to_hub` uploads
+    the same four files but replaces README.md with the Hub's generic card. Returns the commit URL.
+
+    Raises:
+        ValueError: the model bundles its encoder and ``base_model_dir`` is missing (the repo would not load).
     """
     import tempfile
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
+    recorded = str(getattr(peft_model.get_base_model().config, "sam_name_or_path", ""))
+    bundled = None
+    if recorded == BUNDLED_BASE_MODEL:
+        bundled = Path(base_model_dir) if base_model_dir is not None else None
+        if bundled is None or not (bundled / MODEL_CONFIG).is_file():
+            raise ValueError(
+                f"push to {repo_id}: the model carries its encoder in {BUNDLED_BASE_MODEL}/ (a generated encoder), "
+                f"and base_model_dir={base_model_dir!r} is not that folder; pass the run's base-model/ folder, or "
+                "the pushed repo would not load"
+            )
     api = HfApi(token=token)
     repo = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
     with tempfile.TemporaryDirectory() as folder:
@@ -249,6 +278,13 @@ def push_adapter_to_hub(
             for name in ADAPTER_FILES
             if (Path(folder) / name).is_file()
         ]
+        if bundled is not None:
+            prefix = BUNDLED_BASE_MODEL.removeprefix("./")
+            operations += [
+                CommitOperationAdd(path_in_repo=f"{prefix}/{path.name}", path_or_fileobj=str(path))
+                for path in sorted(bundled.iterdir())
+                if path.is_file()
+            ]
         info = api.create_commit(
             repo_id=repo, operations=operations, commit_message=commit_message or "Upload MFNet adapter with mfpeft"
         )

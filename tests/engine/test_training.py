@@ -103,7 +103,9 @@ def test_a_run_writes_its_outputs_and_pushes_the_adapter(tmp_path: Path, hub_upl
     for key in ("overall_accuracy", "mean_f1", "mean_iou", "kappa", "per_class_f1", "per_class_iou"):
         assert key in metrics["test"]
     assert metrics["validation"]["mean_iou"] == metrics["history"][-1]["val_mIoU"]
-    assert sorted(uploaded) == ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
+    adapter_files = ["README.md", "adapter_config.json", "adapter_model.safetensors", "config.json"]
+    assert sorted(k for k in uploaded if "/" not in k) == adapter_files
+    assert {k for k in uploaded if "/" in k} == {f"base-model/{p.name}" for p in (out / "base-model").iterdir()}
     assert b"test_mIoU" in uploaded["README.md"]
     assert uploaded["adapter_model.safetensors"] == (out / "adapter_model.safetensors").read_bytes()
 
