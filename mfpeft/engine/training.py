@@ -47,6 +47,7 @@ from .factory import (
     write_generated_base_model,
 )
 from .reports import write_chip_previews, write_json
+from .summary import sample_value_ranges, sliding_window_count, split_line
 
 BEST_DIR = "best"
 NEW_RUN_SUFFIX = ".new-run"  # staging folder of an --overwrite run, swapped in at its end
@@ -131,6 +132,36 @@ def scan_inputs(
     shares = ", ".join(f"{name} {100 * n / max(counts.total, 1):.1f} %" for name, n in zip(classes, counts.pixels))
     say(f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
         f"{shares}")  # fmt: skip
+
+
+def tile_sizes(tiles: list[Tile]) -> list[tuple[int, int]]:
+    """(height, width) of each tile's grid (its first modality)."""
+    from ..data.raster import TileReader
+    from ..data.scaling import Scaling
+
+    sizes = []
+    for tile in tiles:
+        first = next(iter(tile.modalities))
+        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, labels="none") as reader:
+            sizes.append((reader.height, reader.width))
+    return sizes
+
+
+def say_data_summary(
+    say: Any, args: TrainingArguments, train_set: RandomChipDataset, validation: list[Tile], test: list[Tile],
+    modalities: list[str], chips_per_epoch: int,
+) -> None:
+    """Two lines before the first step: the splits (tiles, megapixels, chips or windows), then each modality's
+    scaling and the scaled value range of a few training chips (a saturated band also gets a warning)."""
+    parts = [split_line("train", train_set.tiles, train_set.sizes, f"{chips_per_epoch:,} random chips an epoch")]
+    for name, tiles in (("validation", validation), ("test", test)):
+        if tiles:
+            sizes = tile_sizes(tiles)
+            windows = sliding_window_count(sizes, args.chip_size, args.eval_stride)
+            parts.append(split_line(name, tiles, sizes, f"{windows:,} windows at stride {args.eval_stride}"))
+    say("Data: " + "; ".join(parts))
+    samples = [train_set[i] for i in range(min(8, len(train_set)))]
+    say("Scaling: " + "; ".join(sample_value_ranges(samples, modalities, train_set.scalings[0])))
 
 
 def check_chip_size(chip_size: int, sizes: list[tuple[int, int]], names: list[str]) -> None:
@@ -234,6 +265,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     scaling = {name: s.to_dict() for name, s in train_set.scalings[0].items()}
     validation, test = splits["validation"], splits["test"]
     scan_inputs(train_tiles, validation, test, modalities, list(encoding.classes), say)
+    say_data_summary(say, args, train_set, validation, test, modalities, chips_per_epoch)
     if not validation:
         say("No validation split: the last step is kept (a model is never selected on the test split).")
     resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, say) if args.resume_from_checkpoint else None
@@ -395,6 +427,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
             push_adapter_to_hub(unwrapped, args.push_to_hub, base_model_dir=output_dir / "base-model")
             say(f"Pushed the adapter to {args.push_to_hub}")
         say(f"Saved the adapter and reports to {output_dir} ({state.step} steps in {seconds:.0f} s)")
+        say("Scores: " + scores_line(metrics))
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return TrainResult(output_dir=output_dir, metrics=metrics, steps=state.step)
@@ -422,6 +455,18 @@ def summary(metrics: dict[str, Any]) -> dict[str, float]:
                 if scores.get(key) is not None:
                     out[f"{split}_{name}"] = float(scores[key])
     return out
+
+
+def scores_line(metrics: dict[str, Any]) -> str:
+    """The selected step's validation scores and the test scores, in one line."""
+    parts = []
+    for split in ("validation", "test"):
+        scores = metrics.get(split)
+        if scores:
+            step = f" (step {metrics['selected_step']})" if split == "validation" else ""
+            parts.append(f"{split}{step} mIoU {scores['mean_iou']:.4f}, mF1 {scores['mean_f1']:.4f}, "
+                         f"OA {scores['overall_accuracy']:.4f}")  # fmt: skip
+    return "; ".join(parts) or "no validation or test split to score"
 
 
 def training_hyperparameters(args: TrainingArguments, steps: int, num_processes: int) -> dict[str, Any]:
