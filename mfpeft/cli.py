@@ -25,6 +25,36 @@ def _validation(text: str) -> int | list[str]:
     return int(text) if text.isdigit() else [v for v in text.split(",") if v]
 
 
+def add_scaling_arguments(p: Any) -> None:
+    """``--scaling NAME=MODE``, shared by every command that reads rasters (see :func:`scaling_options`)."""
+    from mfpeft.data.scaling import SCALING_SYNTAX
+
+    p.add_argument(
+        "--scaling", metavar="NAME=MODE", type=_key_value, action="append", default=[],
+        help=f"raw -> input scaling of a modality (repeatable): {SCALING_SYNTAX}. Default: prepare / train: "
+        "stats for folder and hf data (per-band 2nd-98th percentiles of the training tiles), the paper's for "
+        "vaihingen, potsdam, mmhunan and demo; evaluate / predict / heatmap: what the model recorded "
+        "(docs/data.md)",
+    )  # fmt: skip
+
+
+def scaling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``{modality: Scaling}`` of the ``--scaling`` flags, parsed by the one parser (`Scaling.parse`).
+
+    Raises:
+        ValueError: one line naming the flag and value, e.g. ``--scaling optical=linear:abc: ...``, or a
+            modality given twice.
+    """
+    from mfpeft.data.scaling import parse_scalings
+
+    texts: dict[str, str] = {}
+    for name, text in getattr(args, "scaling", None) or []:
+        if name in texts:
+            raise ValueError(f"--scaling {name}= is given twice ({texts[name]!r} and {text!r}); give it once")
+        texts[name] = text
+    return parse_scalings(texts, "--scaling")
+
+
 def add_source_arguments(p: Any) -> None:
     """The data-source options shared by ``prepare``, ``train`` and ``evaluate`` (see :func:`source_options`)."""
     # Not --split: evaluate uses that for the data split (train / validation / test) to score.
@@ -34,9 +64,23 @@ def add_source_arguments(p: Any) -> None:
         type=_validation,
         help="hold out validation tiles from train: a count (the last N) or comma-separated names",
     )
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated demo data set")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated demo data set and of the "
+                   "--split-blocks draw")  # fmt: skip
+    b = p.add_argument_group("splits inside a scene (any source; docs/data.md)")
+    b.add_argument(
+        "--split-blocks", metavar="SPLIT=FRACTION,...",
+        help="cut each train tile into square blocks and draw this fraction of them (pooled over the tiles) "
+        "into validation / test, e.g. validation=0.15,test=0.25; train keeps the rest",
+    )  # fmt: skip
+    b.add_argument("--block-size", metavar="PIXELS", type=int,
+                   help="side of a --split-blocks block on the first modality's grid (default 1024; at least the "
+                   "chip size)")  # fmt: skip
     g = p.add_argument_group("folder source")
-    g.add_argument("--optical", metavar="PATTERN", help='optical files, e.g. "*_rgb.tif" (* = tile name)')
+    g.add_argument(
+        "--optical", metavar="PATTERN",
+        help='optical files, e.g. "*_rgb.tif" (* = tile name), or band files stacked in order: '
+        '"*_b4.tif,*_b5.tif,*_b6.tif" (any modality\'s pattern may list band files)',
+    )  # fmt: skip
     g.add_argument("--dsm", metavar="PATTERN", help='elevation files, e.g. "*_dsm.tif"')
     g.add_argument(
         "--modality",
@@ -48,13 +92,27 @@ def add_source_arguments(p: Any) -> None:
     )
     g.add_argument("--labels", metavar="PATTERN", help='label files, e.g. "*_label.tif"')
     g.add_argument("--eroded-labels", metavar="PATTERN", help="eroded (noBoundary) label files")
-    g.add_argument("--label-kind", choices=("palette", "codes", "index"), default="palette")
+    g.add_argument(
+        "--label-kind", choices=("auto", "palette", "codes", "index"), default="auto",
+        help="auto: 1-band integer label rasters are codes, 3-band uint8 ones palette colours",
+    )  # fmt: skip
     g.add_argument("--classes", help="comma-separated class names")
     g.add_argument(
         "--code-map",
         metavar="CODE=CLASS,...",
-        help="integer label code -> class index, e.g. 10=0,20=1,0=255 (discovered if omitted)",
+        help="integer label code -> class index, e.g. 11=0,21=1,*=255 (* = every other code; 255 = ignore); "
+        "discovered in code order if omitted",
     )
+    g.add_argument(
+        "--top-classes", metavar="N", type=int,
+        help="codes: keep the N most frequent codes of the training tiles (classes 0..N-1 in code order), "
+        "ignore the others",
+    )  # fmt: skip
+    g.add_argument(
+        "--palette", metavar="COLOURS",
+        help='class colours: "#228b22,#1f77b4,..." (one per class) or "forest=#228b22,water=#1f77b4" (by name); '
+        "the label colours of palette labels (default ISPRS)",
+    )  # fmt: skip
     g.add_argument("--label-nodata", type=int, help="label value meaning no data (ignored)")
     g.add_argument(
         "--bands",
@@ -64,14 +122,7 @@ def add_source_arguments(p: Any) -> None:
         default=[],
         help="1-based band selection for a modality (repeatable)",
     )
-    g.add_argument(
-        "--scaling",
-        metavar="NAME=MODE",
-        type=_key_value,
-        action="append",
-        default=[],
-        help="scaling mode for a modality: divide, minmax_tile, minmax_chip, zscore, percentile, none",
-    )
+    add_scaling_arguments(p)
     g.add_argument("--hub-id", help="hf source: a Hub dataset id instead of --data-dir")
 
 
@@ -95,10 +146,24 @@ def add_prepare_parser(subparsers: Any) -> None:
 
 
 def source_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword options of `get_source` given by the flags of :func:`add_source_arguments`."""
+    """The keyword options of `get_source` given by the flags of :func:`add_source_arguments`.
+
+    Raises:
+        ValueError: a malformed ``--code-map`` or ``--palette``, in one line naming the option and value.
+    """
+    from mfpeft.data.labels import parse_code_map
+    from mfpeft.data.palette import parse_palette
+
     options: dict[str, Any] = {}
     if getattr(args, "validation", None) is not None:
         options["validation"] = args.validation
+    if args.split_blocks is not None or args.block_size is not None:
+        from mfpeft.data.blocks import parse_split_fractions
+
+        if args.split_blocks is None:
+            raise ValueError(f"--block-size {args.block_size}: needs --split-blocks (e.g. validation=0.15,test=0.25)")
+        options.update(split_blocks=parse_split_fractions(args.split_blocks), block_size=args.block_size,
+                       split_seed=args.data_seed)  # fmt: skip
     if args.source in ("vaihingen", "potsdam") and args.split_preset:
         options["split"] = args.split_preset
     if args.source == "demo":
@@ -116,9 +181,12 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
                        label_kind=args.label_kind, label_nodata=args.label_nodata)  # fmt: skip
         if args.classes:
             options["classes"] = [c for c in args.classes.split(",") if c]
-        if args.code_map:
-            pairs = [_key_value(p) for p in args.code_map.split(",") if p]
-            options["code_map"] = {int(k): int(v) for k, v in pairs}
+        if args.code_map is not None:
+            options["code_map"] = parse_code_map(args.code_map, "--code-map")
+        if args.top_classes is not None:
+            options["top_classes"] = args.top_classes
+        if args.palette is not None:
+            options["palette"] = parse_palette(args.palette, "--palette")
         if args.bands:
             options["bands"] = {k: [int(b) for b in v.split(",")] for k, v in args.bands}
     return options
@@ -126,13 +194,11 @@ def source_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def run_prepare(args: argparse.Namespace) -> int:
     from mfpeft.data.prepare import prepare_dataset
-    from mfpeft.data.scaling import Scaling
 
-    scaling = {name: Scaling(mode=mode) for name, mode in args.scaling}
     dataset = prepare_dataset(
         args.source, args.data_dir, args.output, chip_size=args.chip_size, stride=args.stride,
-        scaling=scaling or None, overwrite=args.overwrite, push_to_hub=args.push_to_hub,
-        source_options=source_options(args),
+        scaling=scaling_options(args), overwrite=args.overwrite, push_to_hub=args.push_to_hub,
+        source_options=source_options(args), say=print,
     )  # fmt: skip
     sizes = ", ".join(f"{split}: {len(ds)} chips" for split, ds in dataset.items())
     print(f"wrote {args.output} ({sizes})")
@@ -160,7 +226,7 @@ def run_train(args: argparse.Namespace) -> int:
     from mfpeft.engine.training import train
 
     args.source = getattr(args, "dataset", TrainingArguments.dataset)
-    train(training_arguments_from(args, source_options(args)))
+    train(training_arguments_from(args, source_options(args), scaling_options(args)))
     return 0
 
 
@@ -196,7 +262,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     scores = evaluate_model(
         args.model, args.dataset, data_dir=args.data_dir, split=args.split, stride=args.stride,
         batch_size=args.batch_size, base_model=args.base_model, source_options=source_options(args),
-        device=args.device,
+        device=args.device, scaling=scaling_options(args),
     )  # fmt: skip
     if not is_main_process():  # under accelerate launch every process scores its share; one reports
         return 0
@@ -250,7 +316,8 @@ def _nothing_written(args: argparse.Namespace) -> str:
 def _scene_arguments(p: Any) -> None:
     p.add_argument("--model", required=True, help="MFNet adapter folder or Hub repo id")
     p.add_argument("--base-model", help="local copy of the SAM the adapter was trained on")
-    p.add_argument("--optical", metavar="PATH", help="optical raster (the first modality: defines the grid)")
+    p.add_argument("--optical", metavar="PATH", help="optical raster (the first modality: defines the grid), or "
+                   "single-band files stacked in order: a_b4.tif,a_b5.tif,a_b6.tif (so may any modality)")  # fmt: skip
     p.add_argument("--dsm", metavar="PATH", help="elevation raster")
     p.add_argument(
         "--modality", metavar="NAME=PATH", type=_key_value, action="append", default=[],
@@ -262,11 +329,23 @@ def _scene_arguments(p: Any) -> None:
     )  # fmt: skip
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda when available)")
+    add_scaling_arguments(p)
 
 
-def _scene_rasters(args: argparse.Namespace) -> tuple[dict[str, str], dict[str, list[int]]]:
-    rasters = {name: path for name, path in (("optical", args.optical), ("dsm", args.dsm)) if path}
-    rasters.update(dict(args.modality))
+def _raster_paths(flag: str, value: str) -> str | tuple[str, ...]:
+    """A raster flag's value: one path, or comma-separated band files (a tuple, stacked in that order)."""
+    if "," not in value:
+        return value
+    paths = tuple(v.strip() for v in value.split(","))
+    if any(not p for p in paths):
+        raise ValueError(f"{flag} {value}: an empty file name between commas (band files are PATH,PATH,...)")
+    return paths
+
+
+def _scene_rasters(args: argparse.Namespace) -> tuple[dict[str, str | tuple[str, ...]], dict[str, list[int]]]:
+    given = [("optical", "--optical", args.optical), ("dsm", "--dsm", args.dsm)]
+    given += [(name, f"--modality {name}=", value) for name, value in args.modality]
+    rasters = {name: _raster_paths(flag, value) for name, flag, value in given if value}
     bands = {name: [int(b) for b in value.split(",") if b] for name, value in args.bands}
     return rasters, bands
 
@@ -304,6 +383,7 @@ def run_predict(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, weights=args.weights, tta=args.tta, device=args.device, bf16=bf16,  # type: ignore[arg-type]
         confidence=args.confidence, cog=args.cog, preview=args.preview,
         preview_inputs=not args.preview_labels_only, bands=bands or None, base_model=args.base_model,
+        scaling=scaling_options(args),
     )  # fmt: skip
     print(
         f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, {result.seconds:.1f} s, "
@@ -336,7 +416,7 @@ def run_heatmap(args: argparse.Namespace) -> int:
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
     path, _ = heatmap_figure(
         args.model, rasters, args.output, row=args.row, col=args.col, classes=classes, bands=bands or None,
-        base_model=args.base_model, device=args.device,
+        base_model=args.base_model, device=args.device, scaling=scaling_options(args),
     )  # fmt: skip
     print(f"wrote {path}")
     return 0

@@ -17,7 +17,16 @@ from mfpeft.data.palette import (
     map_codes,
     rgb_to_labels,
 )
-from mfpeft.data.scaling import SCALING_MODES, Scaling, TileStatistics, compute_tile_statistics, default_scaling
+from mfpeft.data.scaling import (
+    SCALING_MODES,
+    Scaling,
+    TileStatistics,
+    compute_tile_statistics,
+    default_scaling,
+    model_input_scaling,
+    parse_scalings,
+    resolve_input_scaling,
+)
 from mfpeft.data.sources import (
     POTSDAM_SPLITS,
     VAIHINGEN_SPLITS,
@@ -65,10 +74,13 @@ __all__ = [
     "labels_to_rgb",
     "make_demo_scene",
     "map_codes",
+    "model_input_scaling",
+    "parse_scalings",
     "prepare_dataset",
     "random_chip_window",
     "random_flip_rotate",
     "register_source",
+    "resolve_input_scaling",
     "rgb_to_labels",
     "sliding_chip_windows",
 ]

@@ -24,7 +24,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.windows import Window
 
-from mfpeft.data.tile import RasterRef, Tile
+from mfpeft.data.tile import RasterRef, Tile, describe_ref, raster_files
 
 __all__ = [
     "MISSING_WARNING_SHARE",
@@ -98,6 +98,12 @@ def _check_bands(name: str, count: int, bands: Sequence[int] | None) -> list[int
     return chosen
 
 
+def _band_files(source: tuple[Path, ...], bands: Sequence[int] | None) -> list[Path]:
+    """The band files that ``bands`` (1-based, one per file; default all) choose from a band-file stack."""
+    files = [Path(f).expanduser() for f in source]
+    return [files[b - 1] for b in _check_bands(describe_ref(source), len(files), bands)]
+
+
 def valid_share(
     source: RasterRef | str, bands: Sequence[int] | None = None, *, block_pixels: int = 1 << 22
 ) -> ValidShare:
@@ -110,12 +116,17 @@ def valid_share(
 
     A pixel is missing where every chosen band is NaN or equals the raster's nodata value, the rule GDAL's
     dataset mask and :func:`mfpeft.engine.predict.predict_scene` use; integer rasters without a nodata value
-    have no missing pixels. The whole raster is counted, not only its overlap with other modalities.
+    have no missing pixels. The whole raster is counted, not only its overlap with other modalities. Band
+    files (a tuple of single-band paths, ``bands`` choosing files) may lie on different grids, so pixels are
+    not matched across them: the result is that of the chosen band file holding the smallest share of values.
 
     Raises:
         FileNotFoundError: ``source`` is a path that does not exist.
         ValueError: not a readable raster, or bands it does not have.
     """
+    if isinstance(source, tuple):
+        return min((valid_share(f, [1], block_pixels=block_pixels) for f in _band_files(source, bands)),
+                   key=lambda counted: counted.share)  # fmt: skip
     if not isinstance(source, (str, Path)):
         return _array_share(np.asarray(source() if callable(source) else source), bands)
     path = Path(source).expanduser()
@@ -164,6 +175,9 @@ def check_valid_share(
     Warns:
         UserWarning: more than ``warn_above`` of the pixels hold no data (one line, with the share).
     """
+    if isinstance(source, tuple):  # each band file on its own, so that a message names the file at fault
+        shares = [check_valid_share(modality, f, [1], warn_above=warn_above) for f in _band_files(source, bands)]
+        return min(shares, key=lambda counted: counted.share)
     counted = valid_share(source, bands)
     name = str(source) if isinstance(source, (str, Path)) else "<in-memory array>"
     if counted.valid == 0:
@@ -231,7 +245,14 @@ def count_labels(tiles: Sequence[Tile], num_classes: int, rows: int = 512) -> La
 
 
 def check_tile_inputs(tiles: Sequence[Tile], modalities: Sequence[str]) -> None:
-    """`check_valid_share` of every modality of every tile: an empty one is an error, a patchy one a warning."""
+    """`check_valid_share` of every modality of every tile: an empty one is an error, a patchy one a warning.
+
+    A raster shared by several tiles (the blocks of one scene, ``Tile.window``) is counted once."""
+    seen: set[tuple[str, tuple[int, ...] | None]] = set()
     for tile in tiles:
         for m in modalities:
-            check_valid_share(m, tile.modalities[m], tile.bands.get(m))
+            ref, bands = tile.modalities[m], tile.bands.get(m)
+            key = (describe_ref(ref) if raster_files(ref) else f"id {id(ref)}", None if bands is None else tuple(bands))
+            if key not in seen:
+                seen.add(key)
+                check_valid_share(m, ref, bands)

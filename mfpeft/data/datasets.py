@@ -17,7 +17,7 @@ from torch.utils.data import Dataset, default_collate
 
 from mfpeft.data.geometry import ChipWindow, random_chip_window, sliding_chip_windows
 from mfpeft.data.raster import TileReader
-from mfpeft.data.scaling import Scaling, TileStatistics
+from mfpeft.data.scaling import Scaling, TileStatistics, parse_scalings, resolve_input_scaling
 from mfpeft.data.tile import Tile
 from mfpeft.data.transforms import random_flip_rotate
 
@@ -32,7 +32,7 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         tiles: Sequence[Tile],
         modalities: Sequence[str] | None,
         chip_size: int,
-        scaling: Mapping[str, Scaling] | None,
+        scaling: Mapping[str, Scaling | str] | None,
         cache: bool,
         labels: str,
     ) -> None:
@@ -43,7 +43,7 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         self.tiles = list(tiles)
         self.modalities = list(modalities) if modalities is not None else list(self.tiles[0].modalities)
         self.chip_size = chip_size
-        self.scaling = dict(scaling or {})
+        self.scaling = parse_scalings(scaling, "scaling")
         self.cache = cache
         self.labels = labels
         self.sizes: list[tuple[int, int]] = []
@@ -57,6 +57,11 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         self._pid: int | None = None
         self._readers: dict[int, TileReader] = {}
         self._cached: dict[int, dict[str, Any]] = {}
+
+    @property
+    def input_scaling(self) -> dict[str, Scaling]:
+        """The raw -> input scaling per modality (what a model trained on these chips records)."""
+        return dict(self.scalings[0])
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -125,6 +130,9 @@ class RandomChipDataset(_TileDataset):
     """Training chips: a random tile, a random ``chip_size`` window, joint flips (and optional rot90).
 
     Item ``i`` is a pure function of ``(seed, epoch, i)`` (see :meth:`set_epoch`), whichever worker reads it.
+    ``scaling`` (:class:`Scaling` or its text per modality) is resolved over these tiles, the training tiles
+    (:func:`~mfpeft.data.scaling.resolve_input_scaling`: ``stats`` becomes per-band bounds, computed once);
+    read other splits with :attr:`input_scaling`.
 
     Returns per item ``{"pixel_values": {modality: FloatTensor (C, chip, chip)}, "labels": LongTensor
     (chip, chip)}`` (labels absent when the tiles have none).
@@ -140,12 +148,14 @@ class RandomChipDataset(_TileDataset):
         augment: bool = True,
         rot90: bool = False,
         seed: int = 0,
-        scaling: Mapping[str, Scaling] | None = None,
+        scaling: Mapping[str, Scaling | str] | None = None,
         cache: bool = False,
         labels: str = "full",
     ) -> None:
         if length <= 0:
             raise ValueError(f"length must be positive, got {length!r}")
+        if tiles:  # no tiles: the base class says so
+            scaling = resolve_input_scaling(tiles, list(modalities or tiles[0].modalities), scaling)
         super().__init__(tiles, modalities, chip_size, scaling, cache, labels)
         self.length = length
         self.augment = augment
@@ -160,13 +170,21 @@ class RandomChipDataset(_TileDataset):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _draw(self, index: int) -> tuple[int, ChipWindow, np.random.Generator]:
         if not 0 <= index < self.length:
             raise IndexError(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         tile = int(rng.integers(len(self.tiles)))
         height, width = self.sizes[tile]
-        window = random_chip_window(height, width, self.chip_size, rng)
+        return tile, random_chip_window(height, width, self.chip_size, rng), rng
+
+    def chip_window(self, index: int) -> tuple[int, ChipWindow]:
+        """Which tile and window (relative to the tile's reader window) item ``index`` of this epoch reads."""
+        tile, window, _ = self._draw(index)
+        return tile, window
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        tile, window, rng = self._draw(index)  # the same generator then draws the augmentation
         sample = self.read(tile, window)
         if self.augment:
             sample["pixel_values"], sample["labels"] = random_flip_rotate(
@@ -189,7 +207,7 @@ class SlidingWindowDataset(_TileDataset):
         *,
         chip_size: int = 256,
         stride: int = 128,
-        scaling: Mapping[str, Scaling] | None = None,
+        scaling: Mapping[str, Scaling | str] | None = None,
         cache: bool = False,
         labels: str = "eroded",
     ) -> None:

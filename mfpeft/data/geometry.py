@@ -18,6 +18,8 @@ import numpy as np
 __all__ = [
     "ChipWindow",
     "axis_starts",
+    "block_windows",
+    "intersect_windows",
     "random_chip_window",
     "sliding_chip_windows",
 ]
@@ -90,3 +92,37 @@ def random_chip_window(scene_height: int, scene_width: int, chip_size: int, rng:
     row = int(rng.integers(0, scene_height - height + 1))
     col = int(rng.integers(0, scene_width - width + 1))
     return ChipWindow(row, col, height, width)
+
+
+def intersect_windows(a: ChipWindow, b: ChipWindow) -> ChipWindow | None:
+    """The overlap of two windows of one grid, or None where they do not overlap."""
+    row0, col0 = max(a.row, b.row), max(a.col, b.col)
+    row1, col1 = min(a.row + a.height, b.row + b.height), min(a.col + a.width, b.col + b.width)
+    if row1 <= row0 or col1 <= col0:
+        return None
+    return ChipWindow(row0, col0, row1 - row0, col1 - col0)
+
+
+def _block_starts(length: int, block_size: int, min_size: int) -> list[int]:
+    """Block starts along one axis: every ``block_size``; a last strip under ``min_size`` joins the block before
+    it (a strip narrower than a chip would only yield padded chips, and be drawn as often as a full block)."""
+    starts = list(range(0, length, block_size))
+    if len(starts) > 1 and length - starts[-1] < min_size:
+        starts.pop()
+    return starts
+
+
+def block_windows(height: int, width: int, block_size: int, min_size: int = 1) -> list[ChipWindow]:
+    """Square ``block_size`` blocks tiling a ``height`` x ``width`` area, row-major, disjoint, covering it.
+
+    Blocks at the bottom and right border are cut by the border; a border strip narrower than ``min_size``
+    (the chip size) is merged into its neighbour, so those blocks are up to ``block_size + min_size - 1``
+    long. An area smaller than ``min_size`` along an axis is one block along that axis.
+    """
+    _check_positive("height", height)
+    _check_positive("width", width)
+    _check_positive("block_size", block_size)
+    _check_positive("min_size", min_size)
+    rows, cols = _block_starts(height, block_size, min_size), _block_starts(width, block_size, min_size)
+    row_ends, col_ends = [*rows[1:], height], [*cols[1:], width]
+    return [ChipWindow(r, c, r1 - r, c1 - c) for r, r1 in zip(rows, row_ends) for c, c1 in zip(cols, col_ends)]

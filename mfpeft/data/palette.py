@@ -12,6 +12,7 @@ import numpy as np
 
 __all__ = [
     "BOUNDARY_COLOR",
+    "DEFAULT_COLOURS",
     "IGNORE_INDEX",
     "ISPRS_CLASSES",
     "ISPRS_PALETTE",
@@ -19,8 +20,13 @@ __all__ = [
     "MMHUNAN_LC_TO_CLASS",
     "MMHUNAN_PALETTE",
     "Palette",
+    "colourise",
+    "default_palette",
+    "hex_colour",
     "labels_to_rgb",
     "map_codes",
+    "palette_or_default",
+    "parse_palette",
     "rgb_to_labels",
 ]
 
@@ -70,6 +76,122 @@ MMHUNAN_PALETTE: tuple[tuple[int, int, int], ...] = (
     (255, 0, 0),
 )
 
+DEFAULT_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (228, 26, 28),
+    (55, 126, 184),
+    (77, 175, 74),
+    (152, 78, 163),
+    (255, 127, 0),
+    (240, 210, 40),
+    (166, 86, 40),
+    (247, 129, 191),
+    (0, 190, 190),
+    (153, 153, 153),
+    (140, 210, 80),
+    (120, 170, 230),
+    (200, 40, 120),
+    (0, 120, 90),
+    (250, 190, 120),
+    (100, 70, 170),
+    (190, 190, 40),
+    (255, 160, 160),
+    (40, 100, 150),
+    (210, 170, 230),
+)
+"""The first colours of :func:`default_palette`: distinct, legible on white and on each other, none dark."""
+
+_GOLDEN = 0.618033988749895
+
+
+def default_palette(count: int) -> tuple[tuple[int, int, int], ...]:
+    """The colour of each of ``count`` classes that have no palette of their own (codes, class indices).
+
+    :data:`DEFAULT_COLOURS`, then a golden-ratio walk round the hue circle at two brightness levels, both
+    far from black, so that black (the ignore colour of palette labels and of previews) is never a class.
+    The one default of mfpeft: colour tables, previews, legends and model cards all use it.
+    """
+    import colorsys
+
+    colours = list(DEFAULT_COLOURS[:count])
+    step = 0
+    while len(colours) < count:
+        value = 0.95 if step % 2 == 0 else 0.75
+        rgb = tuple(round(255 * v) for v in colorsys.hsv_to_rgb((step * _GOLDEN) % 1.0, 0.65, value))
+        step += 1
+        if rgb not in colours:  # 8-bit rounding may repeat a colour far along the walk
+            colours.append(rgb)  # type: ignore[arg-type]
+    return tuple(colours)
+
+
+def palette_or_default(palette: Sequence[Sequence[int]] | None, count: int) -> tuple[tuple[int, int, int], ...]:
+    """``palette`` as tuples, or :func:`default_palette` when there is none or it is all black.
+
+    All black is the placeholder earlier versions recorded for code and index labels, not a choice of colours.
+
+    Raises:
+        ValueError: ``palette`` has another number of colours than ``count``.
+    """
+    if palette is None or len(palette) == 0 or all(tuple(c) == (0, 0, 0) for c in palette):
+        return default_palette(count)
+    if len(palette) != count:
+        raise ValueError(f"palette has {len(palette)} colours for {count} classes")
+    return tuple((int(c[0]), int(c[1]), int(c[2])) for c in palette)
+
+
+def hex_colour(rgb: Sequence[int]) -> str:
+    """``(34, 139, 34)`` -> ``"#228b22"``."""
+    return "#" + "".join(f"{int(v):02x}" for v in rgb[:3])
+
+
+def _parse_hex(text: str) -> tuple[int, int, int] | None:
+    digits = text[1:] if text.startswith("#") else ""
+    if len(digits) == 3:
+        digits = "".join(d * 2 for d in digits)
+    if len(digits) != 6 or any(d not in "0123456789abcdefABCDEF" for d in digits):
+        return None
+    return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16))
+
+
+def parse_palette(text: str, option: str = "--palette") -> list[tuple[int, int, int]] | dict[str, tuple[int, int, int]]:
+    """``"#228b22,#1f77b4"`` (one colour per class, in order) or ``"forest=#228b22,water=#1f77b4"`` (by name).
+
+    Raises:
+        ValueError: one line naming ``option`` and the value: a colour that is not ``#rrggbb`` (or ``#rgb``),
+            a missing colour, a repeated class name, or the two forms mixed.
+    """
+    items = [item.strip() for item in str(text).split(",")]
+    wanted = f"{option} {text!r}: expected '#rrggbb,...' (one colour per class) or 'NAME=#rrggbb,...'"
+    if not text or not all(items):
+        raise ValueError(f"{wanted}; an entry is empty")
+    named = ["=" in item for item in items]
+    if any(named) and not all(named):
+        raise ValueError(f"{wanted}; do not mix the two forms")
+    by_name: dict[str, tuple[int, int, int]] = {}
+    in_order: list[tuple[int, int, int]] = []
+    for item in items:
+        name, _, colour_text = item.rpartition("=")
+        colour = _parse_hex(colour_text.strip())
+        if colour is None:
+            raise ValueError(f"{wanted}; {colour_text.strip()!r} is not a colour")
+        if not any(named):
+            in_order.append(colour)
+            continue
+        name = name.strip()
+        if not name or name in by_name:
+            raise ValueError(f"{wanted}; class name {name!r} is {'empty' if not name else 'repeated'}")
+        by_name[name] = colour
+    return by_name if any(named) else in_order
+
+
+def colourise(class_ids: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """``(h, w)`` class ids -> ``(h, w, 4)`` RGBA uint8: each class its palette colour, opaque; ignore (255) and
+    ids past the palette transparent black. The one class-id -> colour lookup (previews, chip previews)."""
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    if len(palette):
+        lut[: len(palette), :3] = np.asarray(palette, dtype=np.uint8)[:, :3]
+        lut[: len(palette), 3] = 255
+    return lut[np.asarray(class_ids).astype(np.uint8)]
+
 
 def _pack(rgb: np.ndarray) -> np.ndarray:
     """(..., 3) uint8 -> (...) int32 key ``r << 16 | g << 8 | b``."""
@@ -83,6 +205,7 @@ def rgb_to_labels(
     *,
     source: str,
     ignore_colors: Sequence[tuple[int, int, int]] = (BOUNDARY_COLOR,),
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Map an RGB label image to class indices.
 
@@ -91,6 +214,8 @@ def rgb_to_labels(
         palette: colour of each class (class index = position).
         source: the file (or other origin) the image came from, named in errors.
         ignore_colors: colours mapped to :data:`IGNORE_INDEX` (black boundary by default).
+        valid: ``(H, W)`` bool, False where the image holds no label (nodata, transparent, outside the
+            raster): those pixels are ignore whatever their colour, and never an unknown colour.
 
     Returns:
         ``(H, W)`` uint8 class indices, :data:`IGNORE_INDEX` where the colour is an ignore colour.
@@ -111,6 +236,9 @@ def rgb_to_labels(
         known |= hit
     for colour in ignore_colors:
         known |= keys == _pack(np.asarray(colour, dtype=np.int32))
+    if valid is not None:
+        labels[~valid] = IGNORE_INDEX
+        known |= ~valid
     if not known.all():
         values, counts = np.unique(keys[~known], return_counts=True)
         order = np.argsort(-counts)
@@ -127,32 +255,42 @@ def rgb_to_labels(
 
 
 def labels_to_rgb(labels: np.ndarray, palette: Palette) -> np.ndarray:
-    """``(H, W)`` class indices -> ``(H, W, 3)`` uint8 RGB; ignore and indices past the palette are black."""
-    lut = np.zeros((256, 3), dtype=np.uint8)
-    lut[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return lut[np.asarray(labels).astype(np.uint8)]
+    """``(H, W)`` class indices -> ``(H, W, 3)`` uint8 RGB, as palette label rasters store them: ignore and
+    indices past the palette black (the ISPRS boundary colour). :func:`colourise` without the alpha."""
+    return colourise(labels, palette)[..., :3]
 
 
-def map_codes(codes: np.ndarray, mapping: Mapping[int, int] | Sequence[int], *, source: str) -> np.ndarray:
+def map_codes(
+    codes: np.ndarray, mapping: Mapping[int, int] | Sequence[int], *, source: str, other: int | None = None
+) -> np.ndarray:
     """Map integer label codes to class indices through a lookup (a dict, or a sequence indexed by code).
 
-    Codes absent from the mapping raise a ValueError naming ``source`` with the offending codes and pixel
-    counts; map a code to :data:`IGNORE_INDEX` to drop it on purpose.
+    Codes absent from the mapping get ``other`` (the ``*`` of a code map, e.g. :data:`IGNORE_INDEX`); without
+    it they raise a ValueError naming ``source`` with the offending codes and pixel counts. Map a code to
+    :data:`IGNORE_INDEX` to drop it on purpose. Pass only pixels that hold a label: nodata is the caller's to
+    mask (it is no code). Floating-point codes must be whole numbers.
 
     Returns:
-        ``(H, W)`` uint8 class indices.
+        uint8 class indices, shaped as ``codes``.
     """
     table = dict(mapping) if isinstance(mapping, Mapping) else dict(enumerate(mapping))
     codes = np.asarray(codes)
     if codes.dtype.kind == "f":
-        codes = np.where(np.isfinite(codes), codes, -1).astype(np.int64)
+        bad = ~np.isfinite(codes) | (codes % 1 != 0)
+        if bad.any():
+            values = np.unique(codes[bad])
+            raise ValueError(f"{source}: label codes must be whole numbers, found {values[:10].tolist()}")
+        codes = codes.astype(np.int64)
     values, inverse = np.unique(codes, return_inverse=True)
     unknown = [int(v) for v in values if int(v) not in table]
-    if unknown:
+    if unknown and other is None:
         counts = {int(v): int(c) for v, c in zip(*np.unique(codes, return_counts=True)) if int(v) in unknown}
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(table.items()))
         raise ValueError(
-            f"{source}: label codes not in the code -> class map {table}: "
+            f"{source}: label codes not in the code -> class map {{{shown}}}: "
             + ", ".join(f"{v}: {counts[v]} px" for v in unknown[:20])
+            + (f" and {len(unknown) - 20} more" if len(unknown) > 20 else "")
+            + " (map them, or add *=255 to ignore every other code)"
         )
-    lut = np.array([table[int(v)] for v in values], dtype=np.uint8)
+    lut = np.array([table.get(int(v), other) for v in values], dtype=np.uint8)
     return lut[inverse.reshape(codes.shape)]

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mfpeft.data.blocks import check_block_size, check_train_classes, write_block_assignment
 from mfpeft.data.geometry import sliding_chip_windows
 from mfpeft.data.raster import TileReader
-from mfpeft.data.scaling import Scaling
+from mfpeft.data.scaling import Scaling, requested_scalings, resolve_stats
 from mfpeft.data.sources import METADATA_KEY, SPLITS, get_source
 from mfpeft.data.tile import Tile
 
@@ -68,12 +69,20 @@ def prepare_dataset(
     chip_size: int = 256,
     stride: int = 256,
     modalities: Sequence[str] | None = None,
-    scaling: Mapping[str, Scaling] | None = None,
+    scaling: Mapping[str, Scaling | str] | None = None,
     overwrite: bool = False,
     push_to_hub: str | None = None,
     source_options: Mapping[str, Any] | None = None,
+    say: Callable[[str], None] | None = None,
 ) -> Any:
     """Write the chips of every non-empty split of ``source`` to ``output`` (``save_to_disk`` layout).
+
+    ``say`` (e.g. ``print``; the CLI's) gets how the labels are read and, for integer codes, the pixels per
+    code of the training tiles with the class each maps to, before any chip is written.
+
+    ``scaling`` (per modality, :class:`Scaling` or its text) overrides the source's; ``stats`` (the default of
+    folder and hf sources) is computed once over the train split, and every split is written with that one
+    resolved raw -> input scaling, recorded in the metadata (``scaling``, ``scaled: True``).
 
     ``modalities`` selects which modalities to write (default all); ``source_options`` go to
     :func:`~mfpeft.data.sources.get_source`. The data set is written to a temporary folder beside ``output``
@@ -92,12 +101,25 @@ def prepare_dataset(
         raise ValueError(f"chip_size must be a positive integer, got {chip_size!r}")
     if isinstance(stride, bool) or not 0 < stride <= chip_size:
         raise ValueError(f"stride must be between 1 and chip_size={chip_size}, got {stride!r}")
+    check_block_size(source_options or {}, chip_size)
     splits = get_source(source, data_dir, **dict(source_options or {}))
+    check_train_classes(splits)
     nonempty = {s: splits[s] for s in SPLITS if splits.get(s)}
     if not nonempty:
         raise ValueError(f"source {source!r} yielded no tiles in any split")
     first = next(iter(nonempty.values()))[0]
     mods = list(modalities) if modalities is not None else list(first.modalities)
+    every_tile = [t for tiles in nonempty.values() for t in tiles]
+    input_scaling = resolve_stats(splits.get("train", []), requested_scalings(every_tile, mods, scaling))
+    if say is not None:
+        say("Input scaling: " + ", ".join(f"{m} {s.describe()}" for m, s in input_scaling.items()))
+    if say is not None:
+        from mfpeft.data.labels import code_table, describe_labels
+
+        # The training tiles (or the first split there is): what a model trained on the data set learns from.
+        shown = next(iter(nonempty.values()))
+        for line in [describe_labels(shown), *code_table(shown)]:
+            say(line)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.tmp-", dir=output.parent))
     try:
@@ -109,7 +131,7 @@ def prepare_dataset(
             channels: dict[str, int] = {}
             has_labels = has_eroded = None
             for tile in tiles:
-                with TileReader(tile, mods, chip_size=chip_size, scaling=scaling, labels="none") as reader:
+                with TileReader(tile, mods, chip_size=chip_size, scaling=input_scaling, labels="none") as reader:
                     stats[tile.name] = {m: s.to_dict() for m, s in reader.statistics.items()}
                     for m in mods:
                         resolved.setdefault(m, reader.scaling[m].to_dict())
@@ -139,7 +161,7 @@ def prepare_dataset(
                     features=datasets.Features(features),
                     # Tuples everywhere but "tiles": datasets shards over the lists in gen_kwargs.
                     gen_kwargs={"tiles": list(tiles), "modalities": tuple(mods), "chip_size": chip_size,
-                                "stride": stride, "scaling": dict(scaling or {})},
+                                "stride": stride, "scaling": dict(input_scaling)},
                     cache_dir=str(tmp / "cache"),
                 )  # fmt: skip
             except datasets.exceptions.DatasetGenerationError as err:
@@ -148,7 +170,7 @@ def prepare_dataset(
                 if isinstance(cause, (ValueError, OSError)):
                     raise cause from None
                 raise
-            encoding = tiles[0].label_encoding
+            encoding = tiles[0].recorded_encoding  # a prepared source's: its original rasters' encoding
             meta = {
                 METADATA_KEY: {
                     "source": source,
@@ -167,6 +189,8 @@ def prepare_dataset(
         dataset = datasets.DatasetDict(parts)
         dataset.save_to_disk(str(tmp / "dataset"))
         final = tmp / "dataset"
+        # --split-blocks: which block went to which split, inside the data set folder (renamed with it).
+        write_block_assignment(splits, final, source_options or {})
         if output.exists():
             # overwrite: move the old copy aside first so that a failure never leaves neither.
             old = tmp / "old"

@@ -15,15 +15,15 @@ from typing import Any
 
 import numpy as np
 
+from mfpeft.data.labels import resolve_encoding, top_classes_encoding
 from mfpeft.data.palette import (
-    IGNORE_INDEX,
     ISPRS_CLASSES,
     ISPRS_PALETTE,
     MMHUNAN_CLASSES,
     MMHUNAN_LC_TO_CLASS,
     MMHUNAN_PALETTE,
 )
-from mfpeft.data.scaling import Scaling
+from mfpeft.data.scaling import Scaling, parse_scalings
 from mfpeft.data.tile import LabelEncoding, Tile
 
 __all__ = [
@@ -175,6 +175,10 @@ def available_sources() -> list[str]:
 def get_source(name: str, data_dir: str | Path | None = None, **options: Any) -> Splits:
     """The tiles of a data source by split: ``{"train": [...], "validation": [...], "test": [...]}``.
 
+    Every source also takes ``split_blocks=`` (``{"validation": 0.15, "test": 0.25}`` or that as
+    ``"validation=0.15,test=0.25"``), ``block_size=`` (pixels, default 1024) and ``split_seed=``: the train
+    tiles are then cut into blocks drawn into the splits (:func:`mfpeft.data.blocks.split_into_blocks`).
+
     Raises:
         ValueError: unknown source or option, or an empty split that a preset or option asked for.
         FileNotFoundError: a missing folder or file, naming it (and the tile).
@@ -185,9 +189,20 @@ def get_source(name: str, data_dir: str | Path | None = None, **options: Any) ->
         data_dir = Path(data_dir).expanduser()
         if name != "hf" and not data_dir.is_dir():
             raise FileNotFoundError(f"data folder {data_dir} does not exist (source {name!r})")
+    # Splits inside a scene apply to every source, after its own splits (mfpeft.data.blocks).
+    blocks = {k: options.pop(k) for k in ("split_blocks", "block_size", "split_seed") if k in options}
+    fractions = blocks.get("split_blocks")
+    if fractions is None and blocks.get("block_size") is not None:
+        raise ValueError(f"--block-size {blocks['block_size']}: needs --split-blocks (e.g. validation=0.15,test=0.25)")
+    if fractions is not None:
+        from mfpeft.data.blocks import parse_split_fractions, split_into_blocks
+
+        parse_split_fractions(fractions)  # a bad value fails before any file is looked at
     splits = _REGISTRY[name](data_dir, **options)
     for split in SPLITS:
         splits.setdefault(split, [])
+    if fractions is not None:
+        splits = split_into_blocks(splits, fractions, blocks.get("block_size"), blocks.get("split_seed", 0))
     return splits
 
 
@@ -437,25 +452,25 @@ def _match(folder: Path, pattern: str) -> dict[str, Path]:
     return found
 
 
-def discover_code_map(paths: Iterable[Path], nodata: int | None = None) -> dict[int, int]:
-    """Integer label codes found in the rasters, mapped in sorted order to 0, 1, ... (nodata -> ignore)."""
-    import rasterio
+def _match_bands(folder: Path, spec: str, modality: str) -> tuple[dict[str, Path | tuple[Path, ...]], dict[str, str]]:
+    """Files of a modality: one pattern, or comma-separated band-file patterns stacked in that order.
 
-    codes: set[int] = set()
-    for path in paths:
-        with rasterio.open(path) as ds:
-            for _, window in ds.block_windows(1):
-                codes.update(int(v) for v in np.unique(ds.read(1, window=window)))
-            if ds.nodata is not None:
-                codes.discard(int(ds.nodata))
-    if nodata is not None:
-        codes.discard(int(nodata))
-    codes.discard(IGNORE_INDEX)
-    mapping = {code: index for index, code in enumerate(sorted(codes))}
-    if nodata is not None:
-        mapping[int(nodata)] = IGNORE_INDEX
-    mapping.setdefault(IGNORE_INDEX, IGNORE_INDEX)
-    return mapping
+    Returns ``({tile: path or (band paths...)}, {tile: first band pattern without a file})``; the second
+    lists tiles some band files were found for but not all, so that a missing band is an error, not a tile
+    silently left out.
+    """
+    patterns = [p.strip() for p in spec.split(",")]
+    if any(not p for p in patterns):
+        raise ValueError(f"modality {modality!r}: the band-file patterns {spec!r} have an empty entry between commas")
+    if len(patterns) == 1:
+        return dict(_match(folder, patterns[0])), {}
+    found = [_match(folder, p) for p in patterns]
+    keys = set().union(*found)
+    complete: dict[str, Path | tuple[Path, ...]] = {
+        k: tuple(f[k] for f in found) for k in keys if all(k in f for f in found)
+    }
+    missing = {k: next(p for p, f in zip(patterns, found) if k not in f) for k in keys - set(complete)}
+    return complete, missing
 
 
 @register_source("folder")
@@ -465,64 +480,62 @@ def folder(
     modalities: Mapping[str, str],
     labels: str | None = None,
     eroded_labels: str | None = None,
-    label_kind: str = "palette",
-    palette: Sequence[Sequence[int]] = ISPRS_PALETTE,
+    label_kind: str = "auto",
+    palette: Sequence[Sequence[int]] | Mapping[str, Sequence[int]] | None = None,
     classes: Sequence[str] | None = None,
-    code_map: Mapping[int, int] | None = None,
+    code_map: Mapping[int | str, int] | None = None,
     label_nodata: int | None = None,
+    top_classes: int | None = None,
+    label_encoding: LabelEncoding | None = None,
     bands: Mapping[str, Sequence[int]] | None = None,
-    scaling: Mapping[str, Scaling] | None = None,
+    scaling: Mapping[str, Scaling | str] | None = None,
     validation: int | Sequence[str] | None = None,
     test: Sequence[str] | None = None,
 ) -> Splits:
     """Any folder of rasters, paired by name patterns with one ``*`` standing for the tile name.
 
     ``modalities`` maps modality name -> pattern (the first defines the grid), e.g.
-    ``{"optical": "*_rgb.tif", "dsm": "*_dsm.tif"}``; ``labels="*_label.tif"``. With ``train/``,
+    ``{"optical": "*_rgb.tif", "dsm": "*_dsm.tif"}``; ``labels="*_label.tif"``. A modality's pattern may be
+    comma-separated band-file patterns, ``"*_b4.tif,*_b5.tif,*_b6.tif"``: single-band files stacked in that
+    order (a tuple of paths in the tile; a tile with some but not all of them is an error). With ``train/``,
     ``validation/`` (or ``val/``) and ``test/`` subfolders those are the splits; otherwise every tile is in
-    train, except ``test`` (tile names) and the ``validation`` hold-out. ``label_kind`` is ``palette`` (RGB
-    colours, ``palette``), ``codes`` (integers mapped by ``code_map``; discovered from the label rasters in
-    sorted order when not given, and recorded in the tiles' :class:`LabelEncoding`) or ``index``.
+    train, except ``test`` (tile names) and the ``validation`` hold-out.
+
+    Labels (:mod:`mfpeft.data.labels`): ``label_kind`` ``auto`` (1-band integer rasters are codes, 3-band
+    uint8 ones palette colours), ``palette`` (RGB colours, ``palette``; default ISPRS), ``codes`` (integers
+    mapped by ``code_map``, whose key ``"*"`` maps every other code, e.g. ``{"*": 255}``; discovered from the
+    label rasters in code order when not given; ``top_classes=N`` keeps the N most frequent codes of the
+    training tiles) or ``index``. ``palette`` is one colour per class or ``{class name: colour}``.
+    ``label_encoding`` (e.g. a model's recorded one) replaces all of these. The result is recorded in the
+    tiles' :class:`LabelEncoding`.
+
+    ``scaling`` recommends a scaling per modality (:class:`Scaling` or its text, e.g. ``"range:0,3000"``); a
+    modality without one is ``stats`` (per-band 2nd-98th percentiles over the training tiles, computed once:
+    :func:`mfpeft.data.scaling.resolve_input_scaling`), so that a chip's input does not depend on the size of
+    the raster it is cut from.
     """
     root = _require_dir(data_dir, "folder")
+    recommended = {m: parse_scalings(scaling, "scaling").get(m) or Scaling("stats") for m in modalities}
     if not modalities:
         raise ValueError("source 'folder' needs at least one modality pattern")
     split_dirs = {s: _find_dir(root, d) for s, d in _SPLIT_DIRS.items()}
     folders = {s: d for s, d in split_dirs.items() if d is not None} or {"train": root}
-    matched: dict[str, tuple[dict[str, dict[str, Path]], dict[str, Path], dict[str, Path]]] = {}
+    matched: dict[str, tuple[dict[str, Any], dict[str, Path], dict[str, Path]]] = {}
     for split, sub in folders.items():
-        per_mod = {m: _match(sub, p) for m, p in modalities.items()}
+        per_mod = {m: _match_bands(sub, p, m) for m, p in modalities.items()}
         lab = _match(sub, labels) if labels else {}
         ero = _match(sub, eroded_labels) if eroded_labels else {}
         matched[split] = (per_mod, lab, ero)
-    if label_kind == "palette":
-        pal = tuple(tuple(int(v) for v in c) for c in palette)
-        names = (
-            tuple(classes)
-            if classes is not None
-            else (ISPRS_CLASSES if pal == ISPRS_PALETTE else tuple(f"class_{i}" for i in range(len(pal))))
-        )
-        encoding = LabelEncoding("palette", names, pal, nodata=label_nodata)  # type: ignore[arg-type]
-    elif label_kind == "codes":
-        cmap = (
-            dict(code_map)
-            if code_map
-            else discover_code_map([p for _, lab, _ in matched.values() for p in lab.values()], label_nodata)
-        )
-        n = len({v for v in cmap.values() if v != IGNORE_INDEX})
-        names = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(n))
-        encoding = LabelEncoding("codes", names, tuple((0, 0, 0) for _ in names), code_map=cmap, nodata=label_nodata)
-    elif label_kind == "index":
-        if classes is None:
-            raise ValueError("source 'folder' with label_kind='index' needs the class names (classes=...)")
-        encoding = LabelEncoding("index", tuple(classes), tuple((0, 0, 0) for _ in classes), nodata=label_nodata)
-    else:
-        raise ValueError(f"label_kind must be 'palette', 'codes' or 'index', got {label_kind!r}")
+    encoding = resolve_encoding(
+        [p for _, lab, _ in matched.values() for p in lab.values()], label_kind=label_kind, classes=classes,
+        palette=palette, code_map=code_map, label_nodata=label_nodata, top_classes=top_classes,
+        label_encoding=label_encoding,
+    )  # fmt: skip
 
     splits: Splits = {}
     first = next(iter(modalities))
     for split, (per_mod, lab, ero) in matched.items():
-        keys = sorted(per_mod[first])
+        keys = sorted({*per_mod[first][0], *per_mod[first][1]})
         if not keys:
             raise ValueError(
                 f"split {split!r} of source 'folder' is empty: no file in {folders[split]} "
@@ -531,7 +544,12 @@ def folder(
         tiles = []
         for key in keys:
             mods: dict[str, Any] = {}
-            for m, found in per_mod.items():
+            for m, (found, partial) in per_mod.items():
+                if key in partial:
+                    raise FileNotFoundError(
+                        f"tile {key!r}: no {m} band file matching {partial[key]!r} in {folders[split]} (band files "
+                        f"{modalities[m]!r})"
+                    )
                 if key not in found:
                     raise FileNotFoundError(f"tile {key!r}: no {m} file matching {modalities[m]!r} in {folders[split]}")
                 mods[m] = found[key]
@@ -545,7 +563,7 @@ def folder(
                     eroded_labels=ero.get(key),
                     label_encoding=encoding,
                     bands={m: tuple(int(b) for b in v) for m, v in (bands or {}).items()},
-                    scaling=dict(scaling or {}),
+                    scaling=dict(recommended),
                 )
             )
         splits[split] = tiles
@@ -559,6 +577,11 @@ def folder(
     if "train" in splits:
         splits["train"], held = _hold_out(splits["train"], _as_names(validation, ""), "folder")
         splits["validation"] = splits.get("validation", []) + held
+    if top_classes is not None and label_encoding is None:
+        # Picked on the final training tiles (after the hold-outs), so no test pixel chooses a class.
+        encoding = top_classes_encoding(encoding, splits.get("train", []), top_classes, classes, palette)
+        for tile in (t for tiles in splits.values() for t in tiles):
+            tile.label_encoding = encoding
     return splits
 
 
@@ -579,6 +602,9 @@ def demo(data_dir: Path | None, *, seed: int = 0, validation: int | Sequence[str
         modalities=DEMO_PATTERNS,
         labels="*_label.tif",
         eroded_labels="*_label_noBoundary.tif",
+        label_kind="palette",
+        # The paper's scaling, not the stats default of folders: the README's demo results were measured so.
+        scaling={"optical": Scaling("divide"), "dsm": Scaling("minmax_tile")},
         validation=validation,
     )
 
@@ -611,6 +637,30 @@ def read_metadata(dataset: Any) -> dict[str, Any]:
     return data.get(METADATA_KEY, {}) if isinstance(data, dict) else {}
 
 
+def _hf_scaling(
+    meta: Mapping[str, Any], mods: Sequence[str], split: str
+) -> tuple[dict[str, Scaling], dict[str, Scaling]]:
+    """``(recommended scaling, prepared scaling)`` per modality of an hf split from its mfpeft metadata.
+
+    A prepared set (``scaled``) stores model inputs made with the recorded raw -> input scaling: that is its
+    prepared scaling, never applied again. Otherwise the recorded scaling is a recommendation, else ``stats``.
+    """
+    import warnings
+
+    try:
+        recorded = {m: Scaling.from_dict(s) for m, s in dict(meta.get("scaling") or {}).items()}
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"hf split {split!r}: mfpeft metadata scaling: {error}") from None
+    if not meta.get("scaled", False):
+        return {m: recorded.get(m) or Scaling("stats") for m in mods}, {}
+    unknown = [m for m in mods if m not in recorded]
+    if unknown:
+        warnings.warn(f"hf split {split!r} is prepared (scaled) but records no scaling for {unknown}; a model "
+                      "trained on it records 'none' for them, and predict would read raw rasters unscaled",
+                      UserWarning, stacklevel=3)  # fmt: skip
+    return {}, {m: recorded.get(m) or Scaling("none") for m in mods}
+
+
 @register_source("hf")
 def hf(
     data_dir: Path | None,
@@ -624,7 +674,9 @@ def hf(
     """A Hugging Face dataset: a ``save_to_disk`` folder (``data_dir``) or a Hub id (``path``).
 
     One column per modality ((C, H, W) arrays or images) and a label column of class indices. A data set
-    written by ``mfpeft prepare`` carries its modalities, classes and scaling in its description.
+    written by ``mfpeft prepare`` carries its modalities, classes and scaling in its description: its values
+    are model inputs already, read as they are, and its tiles report (``Tile.prepared_scaling``) the raw ->
+    input scaling they were made with. Other data sets default to ``stats``, like folders.
     """
     import datasets
 
@@ -653,10 +705,14 @@ def hf(
         if missing:
             raise ValueError(f"hf split {split_name!r} has no column(s) {missing} (columns: {ds.column_names})")
         names = tuple(classes or meta.get("classes") or ISPRS_CLASSES)
-        encoding = LabelEncoding("index", names, tuple((0, 0, 0) for _ in names))
-        scaling = {m: Scaling.from_dict(s) for m, s in meta.get("scaling", {}).items()}
-        if meta.get("scaled", False):
-            scaling = {m: Scaling("none") for m in mods}
+        # A prepared data set records how its source's label rasters were encoded; its labels are indices.
+        original = meta.get("label_encoding")
+        source_encoding = LabelEncoding.from_dict(original, "mfpeft metadata label_encoding") if original else None
+        colours = source_encoding.palette if source_encoding and source_encoding.classes == names else ()
+        encoding = LabelEncoding("index", names, colours)
+        if source_encoding is not None and source_encoding.classes != names:
+            source_encoding = None  # classes= renamed them: the recorded rasters' encoding no longer applies
+        scaling, prepared = _hf_scaling(meta, mods, split_name)
         has_labels = label_column in ds.column_names
         has_eroded = eroded_label_column in ds.column_names
         tiles = []
@@ -669,6 +725,8 @@ def hf(
                     eroded_labels=_HFCell(ds, i, eroded_label_column) if has_eroded else None,
                     label_encoding=encoding,
                     scaling=dict(scaling),
+                    source_encoding=source_encoding,
+                    prepared_scaling=dict(prepared),
                 )
             )
         if not tiles:

@@ -125,6 +125,11 @@ class TrainingArguments:
     report_to: str | None = field(default=None, metadata={"help": "Accelerate tracker(s), e.g. tensorboard"})
     num_workers: int = field(default=0, metadata={"help": "DataLoader workers"})
     source_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "data source options"})
+    scaling: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "raw -> input scaling per modality: text (--scaling NAME=MODE, e.g. 'range:0,3000') or "
+                  "Scaling; default the source's (stats for folder / hf data); recorded in the model"},
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         self.validate()
@@ -174,6 +179,9 @@ class TrainingArguments:
             raise ValueError(f"modalities={self.modalities!r} must list distinct names")
         if self.num_workers < 0:
             raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
+        from ..data.scaling import parse_scalings
+
+        parse_scalings(self.scaling)  # a bad one names --scaling NAME=TEXT
 
     @property
     def total_steps(self) -> int:

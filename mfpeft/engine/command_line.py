@@ -11,6 +11,9 @@ from typing import Any
 
 from .arguments import TrainingArguments, apply_preset
 
+# Fields set from the shared data-source flags (mfpeft.cli.add_source_arguments), not flags of their own.
+_NOT_FLAGS = ("source_options", "scaling")
+
 
 def _field_type(annotation: Any) -> tuple[Any, bool]:
     """(base type, is a list) of a dataclass field annotation such as ``int | None`` or ``list[str]``."""
@@ -29,7 +32,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     hints = typing.get_type_hints(TrainingArguments)
     group = parser.add_argument_group("training")
     for f in dataclasses.fields(TrainingArguments):
-        if f.name == "source_options":
+        if f.name in _NOT_FLAGS:
             continue
         kind, is_list = _field_type(hints[f.name])
         flag = "--" + f.name.replace("_", "-")
@@ -46,21 +49,26 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, dest=f.name, type=kind, default=argparse.SUPPRESS, help=help_text)
 
 
-def training_arguments_from(namespace: argparse.Namespace, source_options: dict[str, Any]) -> TrainingArguments:
-    """Build validated arguments: explicit flags win over the preset, the preset over the defaults."""
-    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+def training_arguments_from(
+    namespace: argparse.Namespace, source_options: dict[str, Any], scaling: dict[str, Any] | None = None
+) -> TrainingArguments:
+    """Build validated arguments: explicit flags win over the preset, the preset over the defaults.
+
+    ``source_options`` and ``scaling`` (parsed ``--scaling``) come from the shared data-source flags
+    (`mfpeft.cli.source_options`, `mfpeft.cli.scaling_options`)."""
+    names = {f.name for f in dataclasses.fields(TrainingArguments)} - set(_NOT_FLAGS)
     explicit = {k: v for k, v in vars(namespace).items() if k in names}
-    args = TrainingArguments(**explicit, source_options=source_options)
+    args = TrainingArguments(**explicit, source_options=source_options, scaling=dict(scaling or {}))
     return apply_preset(args, set(explicit))
 
 
 def parse_training_arguments(argv: Sequence[str] | None = None) -> TrainingArguments:
     """Parse a recipe's command line (training flags and the data-source flags of ``mfpeft prepare``)."""
-    from ..cli import add_source_arguments, source_options
+    from ..cli import add_source_arguments, scaling_options, source_options
 
     parser = argparse.ArgumentParser(description="Train MFNet (SAM + multimodal PEFT tuner + DFM + UNetFormer).")
     add_training_arguments(parser)
     add_source_arguments(parser)
     namespace = parser.parse_args(argv)
     namespace.source = getattr(namespace, "dataset", TrainingArguments.dataset)
-    return training_arguments_from(namespace, source_options(namespace))
+    return training_arguments_from(namespace, source_options(namespace), scaling_options(namespace))

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from ..data.geometry import ChipWindow, axis_starts
 from ..data.raster import TileReader
-from ..data.scaling import Scaling
+from ..data.scaling import Scaling, model_input_scaling, parse_scalings, resolve_stats
 from ..data.tile import Tile
 from ..metrics.confusion import ConfusionMatrix
 from .stitching import RowBandStitcher
@@ -61,12 +61,6 @@ class _BandPlan(NamedTuple):
     run_from: int  # first window run through the model (a batch start)
     run_until: int  # the windows up to here reach a scored row; the batches holding them are run whole
     rows: range  # scene rows scored here
-
-
-def model_scaling(config: Any) -> dict[str, Scaling] | None:
-    """The data scaling recorded in an MFNet config (None: the source's or the default scaling)."""
-    recorded = getattr(config, "input_scaling", None) or {}
-    return {name: Scaling.from_dict(value) for name, value in recorded.items()} or None
 
 
 def _env_int(names: Sequence[str], default: int) -> int:
@@ -279,6 +273,45 @@ def evaluate_tiles(
     return PooledConfusionMatrix(num_labels, pooled, total[num_labels * num_labels :].tolist())
 
 
+def model_source_options(
+    dataset: str, source_options: Mapping[str, Any] | None, config: Any, model_name_or_path: str
+) -> dict[str, Any]:
+    """Data source options for scoring a model: for the folder source, its recorded label encoding (if any)."""
+    from ..data.labels import use_recorded_encoding
+    from ..data.tile import LabelEncoding
+
+    options = dict(source_options or {})
+    recorded = getattr(config, "label_encoding", None)
+    if dataset != "folder" or recorded is None:
+        return options
+    origin = f"the label encoding recorded with the model ({model_name_or_path}, config.json)"
+    return use_recorded_encoding(options, LabelEncoding.from_dict(recorded), origin)
+
+
+def check_model_classes(tiles: Sequence[Tile], config: Any, dataset: str) -> None:
+    """The tiles' classes are the model's, in order: else class ``k`` of one is scored as class ``k`` of the other."""
+    id2label = {int(k): str(v) for k, v in (config.id2label or {}).items()}
+    names = [id2label.get(k, f"LABEL_{k}") for k in range(int(config.num_labels))]
+    found = list(tiles[0].label_encoding.classes)
+    if found != names:
+        raise ValueError(
+            f"data set {dataset!r} has the classes {found} but the model predicts {names}; give the labels' "
+            "--classes / --code-map as the model was trained (or omit them for the folder source)"
+        )
+
+
+def expected_input_scaling(
+    config: Any, scaling: Mapping[str, Any] | None, train_tiles: Sequence[Tile]
+) -> dict[str, Scaling]:
+    """`model_input_scaling` of ``config``, with a ``stats`` in ``scaling`` (``--scaling``) first computed over
+    ``train_tiles``, the source's training tiles, as training does."""
+    given = parse_scalings(scaling)
+    pending = {m: s for m, s in given.items() if s.mode == "stats"}
+    if pending:
+        given.update(resolve_stats(train_tiles, pending))
+    return model_input_scaling(config, given)
+
+
 def evaluate_model(
     model_name_or_path: str,
     dataset: str,
@@ -290,21 +323,37 @@ def evaluate_model(
     base_model: str | None = None,
     source_options: Mapping[str, Any] | None = None,
     device: str | None = None,
+    scaling: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Score a saved MFNet adapter on a split of a data source; returns the scores and the confusion matrix.
+
+    Rasters are read with the raw -> input scaling the model recorded (`model_input_scaling`; ``scaling``,
+    ``--scaling``, overrides it, a ``stats`` computed over the source's train split); a prepared (hf) data set
+    is used as stored, and one prepared with another scaling than the model's is an error, never scaled twice.
 
     Under ``accelerate launch`` with N processes each process scores about 1/N of the windows and every
     process returns the same (pooled) result; report it from :func:`is_main_process` only. Each process
     then uses its own device (`device` = ``"cpu"`` still forces the CPU).
+
+    The folder source reads the labels with the label encoding the model recorded (code map, classes), so
+    ``source_options`` need not repeat it; label options given anyway must agree with it.
+
+    Raises:
+        ValueError: a label option disagrees with the model's recorded encoding, or the data set's classes are
+            not the model's (naming both).
     """
+    from ..data.blocks import check_block_size
     from ..data.sources import get_source
     from ..metrics.scores import scores_to_json, segmentation_scores
     from ..models.modeling_mfnet import MFNetForSegmentation
+    from .predict import mfnet_of
 
-    splits = get_source(dataset, data_dir, **dict(source_options or {}))
+    model = MFNetForSegmentation.from_pretrained(model_name_or_path, base_model=base_model)
+    config = mfnet_of(model).config  # an adapter's base model, or a full checkpoint itself
+    splits = get_source(dataset, data_dir, **model_source_options(dataset, source_options, config, model_name_or_path))
     if split not in splits or not splits[split]:
         raise ValueError(f"data set {dataset!r} has no tiles in split {split!r}")
-    model = MFNetForSegmentation.from_pretrained(model_name_or_path, base_model=base_model)
+    check_model_classes(splits[split], config, dataset)
     accelerator = None
     if launched_processes() > 1:
         from accelerate import Accelerator
@@ -318,14 +367,15 @@ def evaluate_model(
 
         target = resolve_device(device)
     model.to(target).eval()
-    config = model.get_base_model().config
+    check_block_size(dict(source_options or {}), config.image_size, "the model's chip size")
     modalities = config.modality_names
     missing = [m for m in modalities if m not in splits[split][0].modalities]
     if missing:
         raise ValueError(f"the model needs modalities {missing} that data set {dataset!r} does not have")
     matrix = evaluate_tiles(
         model, splits[split], modalities=modalities, num_labels=config.num_labels, chip_size=config.image_size,
-        stride=stride, batch_size=batch_size, scaling=model_scaling(config), accelerator=accelerator, device=target,
+        stride=stride, batch_size=batch_size, scaling=expected_input_scaling(config, scaling, splits["train"]),
+        accelerator=accelerator, device=target,
     )  # fmt: skip
     scores = segmentation_scores(matrix.matrix, list(config.id2label.values()), config.score_classes)
     result = scores_to_json(scores)

@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,8 +28,12 @@ import torch.nn.functional as F
 
 from mfpeft.data.geometry import ChipWindow
 from mfpeft.data.raster import TileReader
-from mfpeft.data.tile import Tile
+from mfpeft.data.scaling import model_input_scaling
+from mfpeft.data.tile import Tile, raster_files
 from mfpeft.engine.devices import resolve_device
+
+if TYPE_CHECKING:
+    from mfpeft.engine.predict import RasterPaths
 
 __all__ = ["HeatmapResult", "activation_heatmaps", "draw_heatmaps", "grad_cam", "heatmap_figure"]
 
@@ -178,7 +182,7 @@ def draw_heatmaps(
 
 def heatmap_figure(
     model: Any,
-    rasters: Mapping[str, str | Path],
+    rasters: Mapping[str, RasterPaths],
     output: str | Path,
     *,
     row: int | None = None,
@@ -187,14 +191,16 @@ def heatmap_figure(
     bands: Mapping[str, Sequence[int]] | None = None,
     base_model: str | Path | None = None,
     device: str | torch.device | None = None,
+    scaling: Mapping[str, Any] | None = None,
 ) -> tuple[Path, HeatmapResult]:
     """Read one chip of a scene and draw its Fig. 11 heatmaps (the ``mfpeft heatmap`` command).
 
     Args:
         model: a peft MFNet, an adapter folder or a Hub repo id.
-        rasters: ``{modality: path}`` for every modality of the model.
+        rasters: ``{modality: path}`` for every modality of the model (a sequence of paths: band files).
         row, col: top-left pixel of the chip on the first raster's grid (default: the scene centre).
         classes: class ids or names (default: all).
+        scaling: per modality, overrides the raw -> input scaling the model recorded (as ``predict_scene``).
 
     Raises:
         ValueError / FileNotFoundError: a bad device, model, raster or output path, or a modality whose raster
@@ -207,7 +213,7 @@ def heatmap_figure(
         class_names_of,
         load_mfnet,
         mfnet_of,
-        model_scalings,
+        warn_outside_trained_range,
     )
 
     check_output_path(output, [], "heatmap")
@@ -215,7 +221,8 @@ def heatmap_figure(
     loaded = load_mfnet(model, base_model=base_model)
     config = mfnet_of(loaded).config
     paths = check_rasters(rasters, config)
-    target = check_output_path(output, list(paths.values()), "heatmap")
+    input_scaling = model_input_scaling(config, scaling)
+    target = check_output_path(output, [f for ref in paths.values() for f in raster_files(ref)], "heatmap")
     for name, path in paths.items():
         check_valid_share(name, path, (bands or {}).get(name))
     names = class_names_of(config)
@@ -231,9 +238,8 @@ def heatmap_figure(
                 chosen.append(int(c))
     size = config.image_size
     tile = Tile(name=target.stem, modalities=dict(paths), bands={m: tuple(v) for m, v in (bands or {}).items()})
-    with TileReader(
-        tile, config.modality_names, chip_size=size, scaling=model_scalings(config), labels="none"
-    ) as reader:
+    with TileReader(tile, config.modality_names, chip_size=size, scaling=input_scaling, labels="none") as reader:
+        warn_outside_trained_range(reader, paths)
         r = (reader.height - size) // 2 if row is None else row
         c = (reader.width - size) // 2 if col is None else col
         r, c = max(r, 0), max(c, 0)
@@ -246,7 +252,6 @@ def heatmap_figure(
     pixel_values = {m: torch.from_numpy(v)[None] for m, v in chip.items()}
     result = activation_heatmaps(loaded, pixel_values, chosen)
     padded = {m: np.pad(v, ((0, 0), (0, size - v.shape[1]), (0, size - v.shape[2]))) for m, v in images.items()}
-    path = draw_heatmaps(
-        result, padded, target, title=f"{Path(paths[config.modality_names[0]]).name} chip at row {r}, col {c}"
-    )
+    first_file = raster_files(paths[config.modality_names[0]])[0]
+    path = draw_heatmaps(result, padded, target, title=f"{first_file.name} chip at row {r}, col {c}")
     return path, result

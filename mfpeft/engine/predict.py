@@ -41,9 +41,10 @@ from rasterio.windows import Window
 
 from mfpeft.data.checks import check_valid_share
 from mfpeft.data.geometry import ChipWindow
+from mfpeft.data.palette import palette_or_default
 from mfpeft.data.raster import TileReader
-from mfpeft.data.scaling import Scaling, default_scaling
-from mfpeft.data.tile import Tile
+from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
+from mfpeft.data.tile import Tile, describe_ref, raster_files
 from mfpeft.engine.devices import resolve_device
 from mfpeft.engine.stitching import WEIGHT_MODES, RowBand, RowBandStitcher, WeightMode, window_weights
 
@@ -176,12 +177,50 @@ def chip_logits(
 
 
 # -- inputs --------------------------------------------------------------------------------------------------
-def model_scalings(config: Any) -> dict[str, Scaling]:
-    recorded = getattr(config, "input_scaling", None) or {}
-    return {
-        name: Scaling.from_dict(recorded[name]) if name in recorded else default_scaling(name)
-        for name in config.modality_names
-    }
+OUTSIDE_WARNING_SHARE = 0.5
+"""Above this share of a band's sampled values outside the raw range the model was trained on, a warning."""
+_SAMPLE_GRID, _SAMPLE_SIZE = 4, 256  # a 4 x 4 grid of 256 x 256 windows spread over the scene
+
+
+def _sample_windows(height: int, width: int) -> list[ChipWindow]:
+    """Up to 16 windows of 256 x 256 (less on a smaller scene) evenly spread over a ``height`` x ``width`` grid."""
+    h, w = min(_SAMPLE_SIZE, height), min(_SAMPLE_SIZE, width)
+    steps = range(_SAMPLE_GRID)
+    rows = sorted({round(i * (height - h) / (_SAMPLE_GRID - 1)) for i in steps})
+    cols = sorted({round(i * (width - w) / (_SAMPLE_GRID - 1)) for i in steps})
+    return [ChipWindow(r, c, h, w) for r in rows for c in cols]
+
+
+def warn_outside_trained_range(reader: TileReader, rasters: Mapping[str, Any]) -> None:
+    """One warning line per modality whose band(s) mostly (over half of the finite values of a sample of
+    :func:`_sample_windows`) lie outside the raw range the model's scaling maps to [0, 1]
+    (`Scaling.trained_range`): values the model never saw in training (another sensor, band order or unit),
+    which a range saturates at 0 or 1 and divide / linear carry outside [0, 1]. Cheap: 16 small windows."""
+    windows = _sample_windows(reader.height, reader.width)
+    for m, scaling in reader.scaling.items():
+        bounds = scaling.trained_range()
+        if bounds is None:  # min-max, percentile, zscore follow the scene itself; none is anything
+            continue
+        values = np.concatenate([reader.read_raw(m, w).reshape(len(reader.bands[m]), -1) for w in windows], axis=1)
+        low, high = (np.broadcast_to(np.asarray(b, np.float64), (values.shape[0],)) for b in bounds)
+        finite = np.isfinite(values)
+        outside = finite & ((values < low[:, None]) | (values > high[:, None]))
+        shares = outside.sum(axis=1) / np.maximum(finite.sum(axis=1), 1)
+        bad = [i for i, share in enumerate(shares) if share > OUTSIDE_WARNING_SHARE]
+        if not bad:
+            continue
+        same = len({(low[i], high[i]) for i in bad}) == 1
+        listed = ", ".join(f"band {reader.bands[m][i]} ({100 * shares[i]:.1f} %" + (")" if same else
+                           f", outside {low[i]:g}..{high[i]:g})") for i in bad)  # fmt: skip
+        where = f" lie outside {low[bad[0]]:g}..{high[bad[0]]:g}" if same else " lie outside"
+        effect = "saturate at 0 or 1" if scaling.mode == "range" and scaling.clip else "leave [0, 1]"
+        warnings.warn(
+            f"{describe_ref(rasters[m])}: modality {m!r} {listed} of the sampled pixels{where}, the raw values its "
+            f"scaling {scaling.describe()} maps to [0, 1] (what the model was trained on), so its inputs {effect}: "
+            f"another sensor, band order or unit? (--bands {m}=..., --scaling {m}=MODE)",
+            UserWarning,
+            stacklevel=2,
+        )
 
 
 def modality_flags(names: Sequence[str]) -> str:
@@ -190,8 +229,19 @@ def modality_flags(names: Sequence[str]) -> str:
     return " ".join(f"--{name} PATH" if name in ("optical", "dsm") else f"--modality {name}=PATH" for name in names)
 
 
-def check_rasters(rasters: Mapping[str, str | Path], config: Any) -> dict[str, Path]:
-    """``{modality: path}`` in the model's modality order, each an existing file.
+RasterPaths = str | Path | Sequence[str | Path]
+"""One modality's raster: a file, or single-band files stacked in that order (``a_b4.tif, a_b5.tif, ...``)."""
+SceneRef = Path | tuple[Path, ...]
+
+
+def _scene_ref(value: RasterPaths) -> SceneRef:
+    if isinstance(value, (str, Path)):
+        return Path(value).expanduser()
+    return tuple(Path(v).expanduser() for v in value)
+
+
+def check_rasters(rasters: Mapping[str, RasterPaths], config: Any) -> dict[str, SceneRef]:
+    """``{modality: path or band paths}`` in the model's modality order, each an existing file.
 
     Raises:
         ValueError: a modality of the model without a raster, or a raster for a modality it does not have;
@@ -199,7 +249,7 @@ def check_rasters(rasters: Mapping[str, str | Path], config: Any) -> dict[str, P
         FileNotFoundError: a raster file that does not exist.
     """
     needed = list(config.modality_names)
-    given = {str(k): Path(v).expanduser() for k, v in rasters.items() if v is not None}
+    given = {str(k): _scene_ref(v) for k, v in rasters.items() if v is not None}
     missing = [m for m in needed if m not in given]
     extra = [m for m in given if m not in needed]
     if missing or extra:
@@ -211,9 +261,12 @@ def check_rasters(rasters: Mapping[str, str | Path], config: Any) -> dict[str, P
         raise ValueError(
             f"the model expects modalities {', '.join(needed)}; {' and '.join(problems)}; give {modality_flags(needed)}"
         )
-    for name, path in given.items():
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: file not found (modality {name!r})")
+    for name, ref in given.items():
+        files = raster_files(ref)
+        for index, path in enumerate(files, start=1):
+            if not path.is_file():
+                band = f", band file {index} of {describe_ref(ref)}" if len(files) > 1 else ""
+                raise FileNotFoundError(f"{path}: file not found (modality {name!r}{band})")
     return {m: given[m] for m in needed}
 
 
@@ -396,18 +449,11 @@ def _silenced_stderr() -> Iterator[None]:
 
 
 def _colormap(palette: Sequence[Sequence[int]] | None, num_labels: int) -> dict[int, tuple[int, int, int, int]]:
-    """A GDAL colour table: the palette's colour per class id, transparent black for nodata (255)."""
-    colours: dict[int, tuple[int, int, int, int]] = {}
-    for k in range(num_labels):
-        if palette is not None:
-            r, g, b = (int(v) for v in palette[k])
-        else:
-            # A fixed, well-spread hue per class when the model has no palette.
-            hue = (k * 0.618033988749895) % 1.0
-            import colorsys
-
-            r, g, b = (round(255 * v) for v in colorsys.hsv_to_rgb(hue, 0.65, 0.95))
-        colours[k] = (r, g, b, 255)
+    """A GDAL colour table: the palette's colour per class id (the default palette when the model has none, or
+    an all-black placeholder), transparent black for nodata (255)."""
+    colours: dict[int, tuple[int, int, int, int]] = {
+        k: (r, g, b, 255) for k, (r, g, b) in enumerate(palette_or_default(palette, num_labels))
+    }
     colours[NODATA] = (0, 0, 0, 0)
     return colours
 
@@ -489,7 +535,7 @@ def _row_chunks(start: int, stop: int, step: int = _BLOCK) -> Iterator[tuple[int
 
 def predict_scene(
     model: Any,
-    rasters: Mapping[str, str | Path],
+    rasters: Mapping[str, RasterPaths],
     output: str | Path,
     *,
     chip_size: int | None = None,
@@ -508,14 +554,17 @@ def predict_scene(
     progress: ProgressCallback | None = None,
     gdal_cache_mb: int | None = None,
     prefetch: bool | None = None,
+    scaling: Mapping[str, Any] | None = None,
 ) -> PredictionResult:
     """Label a whole scene with an MFNet and write a georeferenced class-id GeoTIFF.
 
     Args:
         model: an `MFNetForSegmentation`, a `peft.PeftModel` around one, an adapter folder or a Hub repo id.
             It is put in eval mode and moved to ``device``.
-        rasters: ``{modality name: path}``, one per modality of the model (``model.config.modalities``). The
-            first modality defines the output grid; the others are aligned onto it (``WarpedVRT``).
+        rasters: ``{modality name: path}``, one per modality of the model (``model.config.modalities``); a
+            sequence of paths stacks single-band files in that order (aligned onto the first one like any
+            other raster). The first modality (its first file) defines the output grid; the others are aligned
+            onto it (``WarpedVRT``).
         output: the class-id GeoTIFF to write; its folder must exist; an existing file is replaced.
         chip_size: must equal the model's ``config.image_size`` (the default).
         stride: step of the sliding window, ``1..chip_size``; default ``chip_size // 2``. The paper uses 32
@@ -548,9 +597,14 @@ def predict_scene(
             machine does not have, and a modality whose raster holds no data at all).
         InsufficientSpaceError: the disk filled up; nothing is left at the output paths.
 
+    Rasters are read with the raw -> input scaling the model recorded (:func:`model_input_scaling`, the one
+    fallback for a model that recorded none); ``scaling`` (``--scaling NAME=MODE`` texts or `Scaling`) overrides
+    it per modality, with a warning where it differs.
+
     Warns:
         UserWarning: a modality with more than 5 % of its pixels without data
-            (:func:`mfpeft.data.checks.check_valid_share`).
+            (:func:`mfpeft.data.checks.check_valid_share`); a band whose values mostly lie outside the raw range
+            the model was trained on (:func:`warn_outside_trained_range`); a scaling other than the model's.
     """
     start_time = time.perf_counter()
     # Cheap checks first (output folders, device, options): loading the model is not cheap.
@@ -566,8 +620,9 @@ def predict_scene(
     loaded = load_mfnet(model, base_model=base_model)
     config = mfnet_of(loaded).config
     rasters_ = check_rasters(rasters, config)
+    input_scaling = model_input_scaling(config, scaling)
     chip, step = _chip_and_stride(config, chip_size, stride)
-    inputs = list(rasters_.values())
+    inputs = [f for ref in rasters_.values() for f in raster_files(ref)]
     output_path = check_output_path(output, inputs)
     confidence_path = check_output_path(confidence, inputs, "confidence") if confidence is not None else None
     preview_path = check_output_path(preview, inputs, "preview") if preview is not None else None
@@ -582,7 +637,7 @@ def predict_scene(
         prefetch=torch_device.type != "cpu" if prefetch is None else bool(prefetch),
         tile=Tile(name=output_path.stem, modalities=dict(rasters_), bands=band_choice),
         output=output_path, confidence=confidence_path, preview=preview_path, preview_inputs=preview_inputs,
-        cog=cog, progress=progress, gdal_cache_mb=gdal_cache_mb,
+        cog=cog, progress=progress, gdal_cache_mb=gdal_cache_mb, scaling=input_scaling,
     )  # fmt: skip
     height, width, chips, counts = _run(job)
     names = class_names_of(config)
@@ -619,7 +674,7 @@ class _Job:
 
     model: Any
     config: Any
-    rasters: dict[str, Path]
+    rasters: dict[str, SceneRef]
     tile: Tile
     chip: int
     step: int
@@ -636,6 +691,7 @@ class _Job:
     cog: bool
     progress: ProgressCallback | None
     gdal_cache_mb: int | None
+    scaling: dict[str, Scaling]  # raw -> input per modality: the model's (model_input_scaling)
 
     @property
     def modalities(self) -> list[str]:
@@ -665,13 +721,13 @@ def _open_scene(stack: ExitStack, job: _Job) -> _Scene:
     """Open every input (closed by ``stack``) and check each modality's band count against the model."""
     cache_mb = job.gdal_cache_mb
     if cache_mb is None:
-        cache_mb = block_cache_mb(job.rasters.values(), job.chip, job.confidence)
+        cache_mb = block_cache_mb([f for ref in job.rasters.values() for f in raster_files(ref)], job.chip,
+                                  job.confidence)  # fmt: skip
     stack.enter_context(rasterio.Env(GDAL_CACHEMAX=int(cache_mb)))
     modalities = job.modalities
     reader = stack.enter_context(
         TileReader(
-            job.tile, modalities, chip_size=job.chip, scaling=model_scalings(job.config), labels="none",
-            mask_nodata=False,
+            job.tile, modalities, chip_size=job.chip, scaling=job.scaling, labels="none", mask_nodata=False,
         )
     )  # fmt: skip
     channels = job.config.modality_channels
@@ -679,24 +735,39 @@ def _open_scene(stack: ExitStack, job: _Job) -> _Scene:
         if len(reader.bands[m]) != channels[m]:
             first_bands = ",".join(str(b) for b in range(1, channels[m] + 1))
             raise ValueError(
-                f"{job.rasters[m]}: modality {m!r} reads {len(reader.bands[m])} band(s) {list(reader.bands[m])} but "
+                f"{describe_ref(job.rasters[m])}: modality {m!r} reads {len(reader.bands[m])} band(s) "
+                f"{list(reader.bands[m])} but "
                 f"the model takes {channels[m]}; choose bands, e.g. bands={{{m!r}: "
                 f"{tuple(range(1, channels[m] + 1))}}} (--bands {m}={first_bands})"
             )
+    warn_outside_trained_range(reader, job.rasters)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        reference = stack.enter_context(rasterio.open(job.rasters[modalities[0]]))
+        # The first raster (its first band file) is the output grid.
+        reference = stack.enter_context(rasterio.open(raster_files(job.rasters[modalities[0]])[0]))
     row0, col0 = _grid_offset(reader, reference)
     mask_reader = None
     # Integer rasters without a nodata value cannot hold a missing pixel: skip the mask reads.
-    if reference.nodata is not None or np.dtype(reference.dtypes[0]).kind == "f":
-        # The first raster alone, on its own full grid (hence the row0/col0 offsets), unscaled.
-        first = modalities[0]
-        mask_tile = Tile(name=job.tile.name, modalities={first: job.rasters[first]}, bands={first: reader.bands[first]})
+    first = modalities[0]
+    if _may_hold_nodata(raster_files(job.rasters[first])):
+        # The first raster alone, unscaled, on the reader's window: the same pixels as the reader's reads.
+        mask_tile = Tile(name=job.tile.name, modalities={first: job.rasters[first]}, bands={first: reader.bands[first]},
+                         window=reader.window)  # fmt: skip
         mask_reader = stack.enter_context(
             TileReader(mask_tile, [first], scaling={first: Scaling(mode="none")}, labels="none")
         )
     return _Scene(reader, reference, mask_reader, row0, col0)
+
+
+def _may_hold_nodata(files: Sequence[Path]) -> bool:
+    """Whether any of these rasters can hold a missing pixel: a nodata value, or float values (NaN)."""
+    for path in files:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path) as src:
+                if src.nodata is not None or np.dtype(src.dtypes[0]).kind == "f":
+                    return True
+    return False
 
 
 def _output_profile(reference: Any) -> dict[str, Any]:
@@ -787,7 +858,7 @@ def _stream(job: _Job, model: Any, scene: _Scene, writer: _Writer) -> int:
     def write_band(band: RowBand) -> None:
         rows, class_ids, conf = band.class_ids.shape[0], band.class_ids, band.confidence
         if scene.mask_reader is not None:
-            window = ChipWindow(row0 + band.row_start, col0, rows, reader.width)
+            window = ChipWindow(band.row_start, 0, rows, reader.width)  # the mask reader reads the reader's window
             missing = np.isnan(scene.mask_reader.read_raw(modalities[0], window)).all(axis=0)
             if missing.any():
                 class_ids = np.where(missing, np.uint8(NODATA), class_ids)
@@ -877,7 +948,7 @@ def _finish(job: _Job, files: _AtomicFiles, space: _DiskSpace, writer: _Writer) 
         from mfpeft.engine.preview import write_preview
 
         modalities = job.modalities
-        dsm = next((job.rasters[m] for m in modalities[1:] if _is_elevation(m)), None)
+        dsm = next((raster_files(job.rasters[m])[0] for m in modalities[1:] if _is_elevation(m)), None)
         temps[job.preview] = write_preview(
             temps[job.output], files.temp_for(job.preview), class_names=class_names_of(job.config),
             palette=job.config.palette, optical=job.rasters[modalities[0]] if job.preview_inputs else None,

@@ -20,21 +20,28 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 
-__all__ = ["colourise", "read_decimated", "save_figure", "write_preview"]
+from mfpeft.data.palette import colourise, palette_or_default
+
+__all__ = ["colourise", "read_decimated", "read_quicklook", "save_figure", "write_preview"]
 
 NODATA = 255
 
 
 def read_decimated(
-    path: str | Path, max_size: int, resampling: Resampling, bands: Sequence[int] | None = None
+    path: str | Path,
+    max_size: int,
+    resampling: Resampling,
+    bands: Sequence[int] | None = None,
+    shape: tuple[int, int] | None = None,
 ) -> npt.NDArray[Any]:
-    """A raster read at most ``max_size`` pixels on its longer side: ``(C, h, w)``, masked values as NaN
-    for float reads (class rasters are returned as read, uint8)."""
+    """A raster read at most ``max_size`` pixels on its longer side (or at ``shape`` (h, w)): ``(C, h, w)``,
+    masked values as NaN for float reads (class rasters are returned as read, uint8)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as src:
             scale = min(1.0, max_size / max(src.height, src.width))
-            shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
+            if shape is None:
+                shape = (max(1, round(src.height * scale)), max(1, round(src.width * scale)))
             indexes = list(bands) if bands is not None else list(range(1, src.count + 1))
             if src.dtypes[0] == "uint8" and resampling == Resampling.nearest:
                 return src.read(indexes, out_shape=(len(indexes), *shape), resampling=resampling)
@@ -42,13 +49,20 @@ def read_decimated(
             return np.ma.filled(data.astype(np.float32), np.nan)
 
 
-def colourise(class_ids: npt.NDArray[np.integer], palette: Sequence[Sequence[int]]) -> npt.NDArray[np.uint8]:
-    """``(h, w)`` class ids -> ``(h, w, 4)`` RGBA uint8; ids without a colour (nodata 255) are transparent."""
-    lut = np.zeros((256, 4), dtype=np.uint8)
-    for k, colour in enumerate(palette):
-        lut[k, :3] = colour
-        lut[k, 3] = 255
-    return lut[np.asarray(class_ids, dtype=np.uint8)]
+def read_quicklook(source: str | Path | tuple[Path, ...], max_size: int) -> npt.NDArray[np.float32]:
+    """An optical raster decimated to ``max_size`` and stretched (2-98 %) for display: ``(3, h, w)`` from bands
+    1-3, else ``(1, h, w)`` from band 1, in [0, 1]. Band files (a tuple of paths): the first three, each read on
+    the first file's decimated shape (a quick-look ignores their sub-pixel offsets)."""
+    files = [Path(source)] if isinstance(source, (str, Path)) else [Path(f) for f in source]
+    if len(files) == 1:
+        with rasterio.open(files[0]) as src:
+            count = src.count
+        return _stretch(read_decimated(files[0], max_size, Resampling.average, bands=[1, 2, 3] if count >= 3 else [1]))
+    first = read_decimated(files[0], max_size, Resampling.average, bands=[1])
+    chosen = files[:3] if len(files) >= 3 else files[:1]
+    shape = (int(first.shape[1]), int(first.shape[2]))
+    bands = [first[0]] + [read_decimated(f, max_size, Resampling.average, [1], shape)[0] for f in chosen[1:]]
+    return _stretch(np.stack(bands))
 
 
 def _stretch(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
@@ -82,22 +96,13 @@ def save_figure(figure: Any, path: str | Path, dpi: int = 100) -> Path:
     return target
 
 
-def _default_palette(count: int) -> list[tuple[int, int, int]]:
-    import colorsys
-
-    return [
-        tuple(round(255 * v) for v in colorsys.hsv_to_rgb((k * 0.618033988749895) % 1.0, 0.65, 0.95))  # type: ignore[misc]
-        for k in range(count)
-    ]
-
-
 def write_preview(
     labels: str | Path,
     output: str | Path,
     *,
     class_names: Sequence[str],
     palette: Sequence[Sequence[int]] | None = None,
-    optical: str | Path | None = None,
+    optical: str | Path | tuple[Path, ...] | None = None,
     dsm: str | Path | None = None,
     max_size: int = 1024,
     title: str | None = None,
@@ -108,8 +113,9 @@ def write_preview(
     Args:
         labels: a uint8 class-id GeoTIFF (255 = nodata, drawn transparent on white).
         output: the PNG to write; its folder must exist.
-        class_names: one name per class id; palette: one RGB colour per class (default: spread hues).
-        optical: optionally the optical raster, drawn first (bands 1-3, 2-98 % stretch).
+        class_names: one name per class id; palette: one RGB colour per class (default:
+            :func:`~mfpeft.data.palette.default_palette`, as for an all-black placeholder palette).
+        optical: optionally the optical raster (or its band files), drawn first (:func:`read_quicklook`).
         dsm: optionally the elevation raster, drawn with a colour bar.
         max_size: longest side, in raster pixels, of each panel (rasters are read decimated).
 
@@ -120,16 +126,11 @@ def write_preview(
     from matplotlib.patches import Patch
 
     names = list(class_names)
-    colours = [tuple(int(v) for v in c) for c in palette] if palette is not None else _default_palette(len(names))
-    if len(colours) < len(names):
-        raise ValueError(f"palette has {len(colours)} colours for {len(names)} classes")
+    colours = palette_or_default(palette, len(names))
     class_ids = read_decimated(labels, max_size, Resampling.nearest, bands=[1])[0]
     panels: list[tuple[str, npt.NDArray[Any], dict[str, Any]]] = []
     if optical is not None:
-        with rasterio.open(optical) as src:
-            count = src.count
-        rgb = read_decimated(optical, max_size, Resampling.average, bands=[1, 2, 3] if count >= 3 else [1])
-        image = _stretch(rgb)
+        image = read_quicklook(optical, max_size)
         panels.append(("optical", np.moveaxis(image, 0, -1) if image.shape[0] == 3 else image[0], {"cmap": "gray"}))
     if dsm is not None:
         height = read_decimated(dsm, max_size, Resampling.average, bands=[1])[0]

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.palette import colourise, palette_or_default
+
 
 def write_json(path: Path, data: Mapping[str, Any], *, allow_nan: bool = False) -> None:
     """Write JSON (strict unless ``allow_nan``) atomically: a reader sees the old file or the whole new one, and a
@@ -25,13 +27,6 @@ def write_json(path: Path, data: Mapping[str, Any], *, allow_nan: bool = False) 
         raise
 
 
-def colorize(labels: np.ndarray, palette: Sequence[Sequence[int]]) -> np.ndarray:
-    """(H, W) class ids -> (H, W, 3) uint8 colours; ignore (255) is black."""
-    table = np.zeros((256, 3), dtype=np.uint8)
-    table[: len(palette)] = np.asarray(palette, dtype=np.uint8)
-    return table[labels.astype(np.uint8)]
-
-
 @torch.no_grad()
 def write_chip_previews(
     model: Any,
@@ -43,7 +38,8 @@ def write_chip_previews(
 ) -> Path:
     """A PNG grid: one row per chip with each modality, the reference labels and the prediction.
 
-    ``samples`` are dataset items (``pixel_values`` {name: (C, H, W)}, ``labels`` (H, W)).
+    ``samples`` are dataset items (``pixel_values`` {name: (C, H, W)}, ``labels`` (H, W)). Classes are drawn
+    in ``palette`` (or the default one, see :func:`~mfpeft.data.palette.palette_or_default`), ignore transparent.
     """
     import matplotlib
 
@@ -56,12 +52,14 @@ def write_chip_previews(
     axes = figure.subplots(len(samples), len(columns), squeeze=False)
     for row, sample in enumerate(samples):
         pixel_values = {k: v.unsqueeze(0).to(device) for k, v in sample["pixel_values"].items()}
-        prediction = model(pixel_values=pixel_values).logits.argmax(1)[0].cpu().numpy()
+        logits = model(pixel_values=pixel_values).logits
+        prediction = logits.argmax(1)[0].cpu().numpy()
+        colours = palette_or_default(palette, len(palette) or int(logits.shape[1]))
         images: list[np.ndarray] = []
         for name in names:
             x = sample["pixel_values"][name].numpy()
             images.append(np.clip(np.moveaxis(x[:3], 0, -1), 0, 1) if x.shape[0] >= 3 else x[0])
-        images += [colorize(sample["labels"].numpy(), palette), colorize(prediction, palette)]
+        images += [colourise(sample["labels"].numpy(), colours), colourise(prediction, colours)]
         for col, image in enumerate(images):
             ax = axes[row][col]
             ax.imshow(image, cmap="gray" if image.ndim == 2 else None)

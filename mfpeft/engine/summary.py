@@ -26,15 +26,6 @@ def sliding_window_count(sizes: Sequence[tuple[int, int]], chip_size: int, strid
     return sum(len(axis_starts(h, chip_size, stride)) * len(axis_starts(w, chip_size, stride)) for h, w in sizes)
 
 
-def describe_scaling(scaling: Any) -> str:
-    """A short name of a `Scaling`: its mode and the parameters that mode uses (from its ``to_dict``)."""
-    data = scaling.to_dict()
-    mode = data.get("mode", "?")
-    used = {"divide": ("divisor",), "fixed": ("low", "high"), "zscore": ("mean", "std"), "percentile": ("percentiles",)}
-    params = [data[k] for k in used.get(mode, ()) if data.get(k) is not None]
-    return mode + (":" + ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in params) if params else "")
-
-
 def split_line(name: str, tiles: Sequence[Tile], sizes: Sequence[tuple[int, int]], what: str) -> str:
     pixels = sum(h * w for h, w in sizes)
     return f"{name} {len(tiles)} tile{'s' if len(tiles) != 1 else ''} ({pixels / 1e6:.2f} MP, {what})"
@@ -59,7 +50,7 @@ def sample_value_ranges(
             mask.append(keep.reshape(-1))
         x, keep = np.concatenate(values, axis=1), np.concatenate(mask)
         x = x[:, keep] if keep.any() else x
-        name = describe_scaling(scalings[m])
+        name = scalings[m].describe()
         lines.append(f"{m} {name} -> [{float(x.min()):.2f}, {float(x.max()):.2f}]")
         for band, row in enumerate(x, start=1):
             at_bounds = float(np.mean((row <= 0) | (row >= 1)))

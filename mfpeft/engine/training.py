@@ -20,9 +20,12 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..data.blocks import check_block_size, missing_class_warning, write_block_assignment
 from ..data.checks import check_tile_inputs, count_labels
 from ..data.datasets import RandomChipDataset, collate_chips
 from ..data.geometry import ChipWindow
+from ..data.labels import describe_labels
+from ..data.scaling import resolve_input_scaling
 from ..data.sources import get_source
 from ..data.tile import Tile
 from ..errors import Interrupted
@@ -129,6 +132,8 @@ def scan_inputs(
     for split in (validation, test):
         count_labels(split, len(classes))
     counts = count_labels(train_tiles, len(classes))
+    if any(t.window is not None for t in train_tiles):  # --split-blocks: may have drawn a class out of train
+        missing_class_warning(counts.pixels, classes)
     shares = ", ".join(f"{name} {100 * n / max(counts.total, 1):.1f} %" for name, n in zip(classes, counts.pixels))
     say(f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
         f"{shares}")  # fmt: skip
@@ -248,22 +253,28 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
         say(f"--overwrite: training in {work_dir}; it replaces {output_dir} once the run is saved")
 
     # -- data: every check before any training step or file --
+    check_block_size(args.source_options, args.chip_size)
     splits = get_source(args.dataset, args.data_dir, **args.source_options)
     if not splits["train"]:
         raise ValueError(f"data set {args.dataset!r} has no training tiles")
     train_tiles = select_fraction(splits["train"], args.train_fraction)
     modalities = resolve_modalities(args.modalities, train_tiles[0], args.dataset)
     chips_per_epoch = args.steps_per_epoch * args.batch_size * accelerator.num_processes
+    # The raw -> input scaling, resolved once over the training tiles (stats: concrete per-band bounds): every
+    # split is read with it, and the model records it, so that predict reads new rasters the same way.
+    scaling = resolve_input_scaling(train_tiles, modalities, args.scaling)
     train_set = RandomChipDataset(
-        train_tiles, modalities, chip_size=args.chip_size, length=chips_per_epoch, seed=args.seed, rot90=args.rot90
-    )
+        train_tiles, modalities, chip_size=args.chip_size, length=chips_per_epoch, seed=args.seed, rot90=args.rot90,
+        scaling=scaling,
+    )  # fmt: skip
     check_chip_size(args.chip_size, train_set.sizes, [t.name for t in train_tiles])
     height, width = train_set.sizes[0]
     first = train_set.read(0, ChipWindow(0, 0, min(args.chip_size, height), min(args.chip_size, width)))
     channels = {name: int(first["pixel_values"][name].shape[0]) for name in modalities}
     encoding = train_tiles[0].label_encoding
-    scaling = {name: s.to_dict() for name, s in train_set.scalings[0].items()}
+    recorded_scaling = {name: s.to_dict() for name, s in train_set.input_scaling.items()}
     validation, test = splits["validation"], splits["test"]
+    say(describe_labels(train_tiles))
     scan_inputs(train_tiles, validation, test, modalities, list(encoding.classes), say)
     say_data_summary(say, args, train_set, validation, test, modalities, chips_per_epoch)
     if not validation:
@@ -290,14 +301,19 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
         "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter") else None  # fmt: skip
     model = build_model(
         args, sam_source, modality_channels=channels, classes=encoding.classes, palette=encoding.palette,
-        input_scaling=scaling, score_classes=score_classes,
+        input_scaling=recorded_scaling, score_classes=score_classes,
     )  # fmt: skip
     if not generated:
         _create_run_folder(accelerator, args, work_dir)
+    if accelerator.is_main_process:  # --split-blocks: which block went to which split (nothing written otherwise)
+        write_block_assignment(splits, work_dir, args.source_options)
     mfnet: Any = model.get_base_model()
     # Record which encoder, not where it is on this machine: the folder stays loadable when moved or pushed.
     mfnet.config.sam_name_or_path = recorded_base_model(args.base_model)
     mfnet.config.vision_config._name_or_path = mfnet.config.sam_name_or_path
+    # The whole label encoding (code map, classes, colours): evaluate and predict read raw labels without it.
+    mfnet.config.label_encoding = train_tiles[0].recorded_encoding.to_dict()
+    mfnet.config.validate_mfnet()
     trainable = [p for p in model.parameters() if p.requires_grad]
     say(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; modalities {channels}")
     optimizer = make_optimizer(trainable, args)
@@ -334,7 +350,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     def validate() -> dict[str, Any]:
         matrix = evaluate_tiles(
             accelerator.unwrap_model(model), validation, modalities=modalities, num_labels=len(encoding.classes),
-            chip_size=args.chip_size, stride=args.eval_stride, batch_size=args.eval_batch_size,
+            chip_size=args.chip_size, stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=scaling,
             accelerator=accelerator,
         )  # fmt: skip
         return segmentation_scores(matrix.matrix, list(encoding.classes), score_classes)
@@ -402,7 +418,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     if test:
         matrix = evaluate_tiles(
             unwrapped, test, modalities=modalities, num_labels=len(encoding.classes), chip_size=args.chip_size,
-            stride=args.eval_stride, batch_size=args.eval_batch_size, accelerator=accelerator,
+            stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=scaling, accelerator=accelerator,
         )  # fmt: skip
         test_scores = segmentation_scores(matrix.matrix, list(encoding.classes), score_classes)
         metrics["test"] = scores_to_json(test_scores)
@@ -417,7 +433,7 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
             write_plots(plot_scores, matrix.matrix, list(encoding.classes), work_dir)
         if validation:
             preview_set = RandomChipDataset(validation, modalities, chip_size=args.chip_size, length=4, seed=1,
-                                            augment=False)  # fmt: skip
+                                            augment=False, scaling=scaling)  # fmt: skip
             write_chip_previews(
                 unwrapped, [preview_set[i] for i in range(4)], encoding.palette, work_dir / "preview.png",
                 device=accelerator.device,

@@ -13,6 +13,7 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig, SamVisionConfig
 
 from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
+from ..data.tile import LabelEncoding
 from .fusion import QUARTER_NORMS
 from .sam import REL_POS_MODES, sam_vision_config
 
@@ -113,8 +114,10 @@ class MFNetConfig(PreTrainedConfig):
         palette: RGB colour of each class (used for previews, colour tables, label decoding).
         input_mean, input_std: per-modality normalisation the model applies, ``(x - mean) / std`` per channel,
             after the data pipeline's scaling; identity by default (MFNet does not apply SAM's mean/std).
-        input_scaling: per-modality data scaling (`mfpeft.data.scaling.Scaling.to_dict()`), recorded so that
-            prediction reads new rasters exactly as training did.
+        input_scaling: per-modality raw -> input scaling (`mfpeft.data.scaling.Scaling.to_dict()`, concrete
+            numbers: a ``stats`` scaling is recorded as the per-band range it resolved to), recorded once by
+            training so that evaluation and prediction read rasters exactly as training did
+            (`mfpeft.data.scaling.model_input_scaling`). Each entry is checked when the config is built.
         sam_name_or_path: where the frozen SAM weights come from (Hub id, folder or Meta ``.pth``).
         rel_pos: "pretrained" (SAM's relative-position tables, resized) or "zero" (all zero and frozen, the
             setting behind the published numbers).
@@ -124,6 +127,10 @@ class MFNetConfig(PreTrainedConfig):
         decode_channels, decoder_window_size, decoder_dropout: UNetFormer decoder settings.
         semantic_loss_ignore_index: label value ignored by the loss (255).
         score_classes: class indices averaged in mF1 / mIoU (ISPRS: 0-4, clutter excluded); None = all.
+        label_encoding: how the label rasters of the training data encode the classes
+            (`mfpeft.data.tile.LabelEncoding.to_dict()`: kind, classes, palette, code map with ``"*"`` for every
+            other code, nodata), so that evaluation and prediction read raw labels without the code map again.
+            Its classes must be ``id2label``'s and its palette ``palette``. None: not recorded (older models).
         evaluation_results: metrics measured on this model (written to the model card).
         training_hyperparameters: how the weights were trained (optimizer, learning rate, steps, ...; written to the
             model card).
@@ -155,6 +162,7 @@ class MFNetConfig(PreTrainedConfig):
         evaluation_results: Mapping[str, Any] | None = None,
         training_hyperparameters: Mapping[str, Any] | None = None,
         padding_free_encoder: bool = True,
+        label_encoding: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         if "id2label" not in kwargs and "num_labels" not in kwargs:
@@ -197,6 +205,7 @@ class MFNetConfig(PreTrainedConfig):
         self.evaluation_results = dict(evaluation_results) if evaluation_results else None
         self.training_hyperparameters = dict(training_hyperparameters) if training_hyperparameters else None
         self.padding_free_encoder = padding_free_encoder
+        self.label_encoding = dict(label_encoding) if label_encoding is not None else None
         super().__init__(**kwargs)
         self.validate_mfnet()
 
@@ -228,6 +237,7 @@ class MFNetConfig(PreTrainedConfig):
             unknown = sorted(set(getattr(self, field)) - set(names))
             if unknown:
                 raise ValueError(f"{field} names unknown modalities {unknown}; modalities are {names}")
+        self._validate_input_scaling()
         for field in ("input_mean", "input_std"):
             for name, values in getattr(self, field).items():
                 if len(values) != self.modality_channels[name]:
@@ -253,6 +263,7 @@ class MFNetConfig(PreTrainedConfig):
         for index in self.score_classes or []:
             if isinstance(index, bool) or not isinstance(index, numbers.Integral) or not 0 <= index < num_labels:
                 raise ValueError(f"score_classes={self.score_classes!r} must index the {num_labels} labels")
+        self._validate_label_encoding()
         ignore = self.semantic_loss_ignore_index
         check_number("semantic_loss_ignore_index", ignore, integer=True)
         if 0 <= ignore < num_labels:  # the loss would silently never learn that class
@@ -260,6 +271,35 @@ class MFNetConfig(PreTrainedConfig):
                 f"semantic_loss_ignore_index={ignore} is one of the class indices 0-{num_labels - 1}; use a "
                 "value outside them (e.g. 255)"
             )
+
+    def _validate_label_encoding(self) -> None:
+        """``label_encoding`` is a valid encoding of exactly the model's classes and palette (stored canonical)."""
+        if self.label_encoding is None:
+            return
+        encoding = LabelEncoding.from_dict(self.label_encoding, "label_encoding")
+        id2label = {int(k): str(v) for k, v in (self.id2label or {}).items()}
+        names = [id2label.get(k, f"LABEL_{k}") for k in range(int(self.num_labels or 0))]
+        if list(encoding.classes) != names:
+            raise ValueError(f"label_encoding.classes={list(encoding.classes)} must be the id2label names {names}")
+        colours = [list(c) for c in encoding.palette]
+        if self.palette is None:
+            self.palette = colours
+        elif colours != [list(c) for c in self.palette]:
+            raise ValueError(f"label_encoding.palette={colours} must be palette={self.palette}")
+        self.label_encoding = encoding.to_dict()
+
+    def _validate_input_scaling(self) -> None:
+        """Every ``input_scaling`` entry reads as a `Scaling`; an unresolved ``stats`` can never be applied."""
+        from ..data.scaling import Scaling
+
+        for name, value in self.input_scaling.items():
+            try:
+                scaling = Scaling.from_dict(value)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"input_scaling[{name!r}]: {error}") from None
+            if scaling.mode == "stats":
+                raise ValueError(f"input_scaling[{name!r}] is an unresolved {scaling.describe()}; record the "
+                                 "per-band range it resolved to over the training tiles")  # fmt: skip
 
     def _validate_decoder(self) -> None:
         check_number("decode_channels", self.decode_channels, 1, integer=True)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
+from ..data.palette import hex_colour, palette_or_default
 from .sam import size_name
 
 
@@ -21,7 +23,7 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
     else:
         detail = f"bottleneck = {adapter_config.bottleneck_ratio} x D, activation {adapter_config.activation}"
     id2label = {int(k): v for k, v in model_config.get("id2label", {}).items()}
-    palette = model_config.get("palette") or [None] * len(id2label)
+    palette = palette_or_default(model_config.get("palette"), len(id2label))
     modalities = model_config.get("modalities", [])
     base = model_config.get("sam_name_or_path", "")
     results = model_config.get("evaluation_results") or {}
@@ -54,10 +56,7 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
     scaling = model_config.get("input_scaling") or {}
     for index, (name, channels) in enumerate(modalities):
         lines.append(f"| {index} | {name} | {channels} | {scaling.get(name, {}).get('mode', 'as given')} |")
-    lines += ["", "## Classes", "", "| id | name | colour (RGB) |", "|---|---|---|"]
-    for index, name in sorted(id2label.items()):
-        colour = palette[index] if index < len(palette) else None
-        lines.append(f"| {index} | {name} | {tuple(colour) if colour else '-'} |")
+    lines += ["", "## Classes", "", *_class_table(id2label, palette, model_config.get("label_encoding"))]
     lines += ["", "## Evaluation", ""]
     if results:
         lines += ["| metric | value |", "|---|---|"]
@@ -94,6 +93,34 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _class_table(
+    id2label: dict[int, str], palette: Sequence[Sequence[int]], encoding: dict[str, Any] | None
+) -> list[str]:
+    """The classes with their colour and, for integer code labels, the codes that map to each (recorded in
+    config.json's ``label_encoding``, which evaluation and prediction read)."""
+    code_map = (encoding or {}).get("code_map") if (encoding or {}).get("kind") == "codes" else None
+    codes: dict[int, list[str]] = {}
+    for code, index in (code_map or {}).items():
+        codes.setdefault(int(index), []).append(str(code))
+    head = "| id | name | colour |" + (" label codes |" if code_map else "")
+    lines = [head, "|---" * head.count(" |") + "|"]
+    for index, name in sorted(id2label.items()):
+        colour = palette[index]
+        row = f"| {index} | {name} | {hex_colour(colour)} {tuple(colour)} |"
+        listed = ", ".join(sorted(codes.get(index, []), key=_code_order)) or "-"
+        lines.append(row + (f" {listed} |" if code_map else ""))
+    ignored = sorted(codes.get(255, []), key=_code_order)
+    if ignored:
+        lines += ["", f"Ignored label codes (255): {', '.join(ignored)} ('*' = every code not listed)."]
+    if encoding and encoding.get("nodata") is not None:
+        lines += ["", f"Label nodata value {encoding['nodata']} is ignored."]
+    return lines
+
+
+def _code_order(code: str) -> tuple[int, int]:
+    return (1, 0) if code == "*" else (0, int(code))
 
 
 def write_model_card(save_directory: str, model_config: dict[str, Any], adapter_config: Any) -> None:

@@ -10,6 +10,7 @@ import pytest
 from mfpeft.data.geometry import ChipWindow
 from mfpeft.data.palette import MMHUNAN_LC_TO_CLASS
 from mfpeft.data.raster import TileReader
+from mfpeft.data.scaling import Scaling, resolve_input_scaling
 from mfpeft.data.sources import POTSDAM_SPLITS, VAIHINGEN_SPLITS, available_sources, get_source
 from tests.data.conftest import palette_rgb, write_raster
 
@@ -162,7 +163,8 @@ def test_folder_palette_codes_discovery_and_missing_modality(tmp_path: Path) -> 
     enc = splits["train"][0].label_encoding
     assert enc.code_map is not None and enc.code_map[20] == 0 and enc.code_map[40] == 1
     assert enc.classes == ("class_0", "class_1")
-    with TileReader(splits["train"][0]) as reader:
+    unscaled = {"optical": Scaling("none"), "dsm": Scaling("none")}  # folders default to stats: not this test's
+    with TileReader(splits["train"][0], scaling=unscaled) as reader:
         labels = reader.read(ChipWindow(0, 0, SIZE, SIZE))["labels"]
     assert labels[0, 0] == 255 and labels[1, 0] == 0 and labels[1, -1] == 1
     (tmp_path / "train" / "b_dsm.tif").unlink()
@@ -202,11 +204,15 @@ def test_hf_plain_dataset_with_image_columns(tmp_path: Path) -> None:
     datasets.DatasetDict({"train": full.select([0, 1]), "val": full.select([2])}).save_to_disk(str(tmp_path / "d"))
     splits = get_source("hf", tmp_path / "d")
     assert [len(splits[s]) for s in ("train", "validation", "test")] == [2, 1, 0]
-    with TileReader(splits["validation"][0]) as reader:
+    # Without mfpeft metadata: the default for new data, stats over the training rows (not each row's min-max).
+    assert {m: s.mode for m, s in splits["validation"][0].scaling.items()} == {"optical": "stats", "dsm": "stats"}
+    resolved = resolve_input_scaling(splits["train"], ["optical", "dsm"])
+    with TileReader(splits["validation"][0], scaling=resolved) as reader:
         out = reader.read(ChipWindow(0, 0, SIZE, SIZE))
-    np.testing.assert_allclose(out["pixel_values"]["optical"], rows["optical"][2].transpose(2, 0, 1) / 255, rtol=1e-6)
-    dsm = rows["dsm"][2]
-    np.testing.assert_allclose(out["pixel_values"]["dsm"], (dsm - dsm.min()) / (dsm.max() - dsm.min()), atol=1e-6)
+    for m, raw in (("optical", rows["optical"][2].transpose(2, 0, 1)), ("dsm", rows["dsm"][2])):
+        low, high = (np.asarray(b, np.float32)[:, None, None] for b in (resolved[m].low, resolved[m].high))
+        expected = np.clip((raw.astype(np.float32) - low) / (high - low), 0, 1)
+        np.testing.assert_allclose(out["pixel_values"][m], expected, atol=1e-6)
     np.testing.assert_array_equal(out["labels"], rows["labels"][2])
     with pytest.raises(ValueError, match=r"no column\(s\) \['sar'\]"):
         get_source("hf", tmp_path / "d", modalities=["sar"])

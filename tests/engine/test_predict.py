@@ -32,8 +32,13 @@ def tiny_mfnet(seed: int = 0, modalities: list[tuple[str, int]] | None = None) -
 
     ``modalities``: (name, channels) pairs; default optical (3) and dsm (1).
     """
+    from mfpeft.data.scaling import default_scaling
+
     torch.manual_seed(seed)
     extra = {} if modalities is None else {"modalities": [list(m) for m in modalities]}
+    # Recorded as training records it (here the paper's scaling, which reference_prediction applies).
+    names = [name for name, _ in modalities or [("optical", 3), ("dsm", 1)]]
+    extra["input_scaling"] = {name: default_scaling(name).to_dict() for name in names}
     model = MFNetForSegmentation(MFNetConfig(vision_config=tiny_sam_config(), decode_channels=16, **extra))
     redraw_(model.vision_encoder, seed=seed)
     return model.eval()
