@@ -84,6 +84,9 @@ def test_own_rasters_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
         assert main(["evaluate", "--model", str(run), "--stride", "64", "--device", "cpu", "--output", str(report),
                      *flags]) == 0  # fmt: skip
         scores[name] = json.loads(report.read_text())
+        summary = capsys.readouterr().err
+        assert "evaluating " in summary and "% ignored)" in summary
+        assert "scaling optical linear:2.75e-05,-0.2" in summary
     assert scores["raw"]["confusion_matrix"] == scores["prepared"]["confusion_matrix"]
     assert scores["raw"]["mean_iou"] == scores["prepared"]["mean_iou"]
 

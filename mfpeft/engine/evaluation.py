@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, NamedTuple
@@ -372,10 +373,15 @@ def evaluate_model(
     missing = [m for m in modalities if m not in splits[split][0].modalities]
     if missing:
         raise ValueError(f"the model needs modalities {missing} that data set {dataset!r} does not have")
+    expected = expected_input_scaling(config, scaling, splits["train"])
+    if is_main_process():  # stderr: stdout carries the report
+        from .summary import evaluation_summary
+
+        classes = list(config.id2label.values())
+        print(evaluation_summary(splits[split], classes, config.image_size, stride, expected), file=sys.stderr)
     matrix = evaluate_tiles(
         model, splits[split], modalities=modalities, num_labels=config.num_labels, chip_size=config.image_size,
-        stride=stride, batch_size=batch_size, scaling=expected_input_scaling(config, scaling, splits["train"]),
-        accelerator=accelerator, device=target,
+        stride=stride, batch_size=batch_size, scaling=expected, accelerator=accelerator, device=target,
     )  # fmt: skip
     scores = segmentation_scores(matrix.matrix, list(config.id2label.values()), config.score_classes)
     result = scores_to_json(scores)

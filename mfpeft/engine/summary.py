@@ -7,13 +7,15 @@ and scores without any error; these lines make it visible before the first step.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from ..data.geometry import axis_starts
 from ..data.palette import IGNORE_INDEX
+from ..data.raster import TileReader
+from ..data.scaling import Scaling
 from ..data.tile import Tile
 
 SATURATION_WARNING_SHARE = 0.10
@@ -24,6 +26,30 @@ stretches clip a few % by design (2nd-98th percentiles: about 4 %)."""
 def sliding_window_count(sizes: Sequence[tuple[int, int]], chip_size: int, stride: int) -> int:
     """How many sliding windows an evaluation runs over tiles of ``sizes`` ((height, width) each)."""
     return sum(len(axis_starts(h, chip_size, stride)) * len(axis_starts(w, chip_size, stride)) for h, w in sizes)
+
+
+def tile_sizes(tiles: list[Tile]) -> list[tuple[int, int]]:
+    """(height, width) of each tile's grid (its first modality)."""
+    sizes = []
+    for tile in tiles:
+        first = next(iter(tile.modalities))
+        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, labels="none") as reader:
+            sizes.append((reader.height, reader.width))
+    return sizes
+
+
+def evaluation_summary(tiles: Sequence[Tile], classes: Sequence[str], chip_size: int, stride: int,
+                       scalings: Mapping[str, Any]) -> str:
+    """One line before an evaluation: tiles, windows, label pixels per class and the ignored share, scaling."""
+    from ..data.checks import count_labels
+
+    sizes = tile_sizes(list(tiles))
+    counts = count_labels(tiles, len(classes))
+    shares = ", ".join(f"{n} {100 * c / max(counts.total, 1):.1f} %" for n, c in zip(classes, counts.pixels))
+    scaling = "; ".join(f"{m} {s.describe()}" for m, s in scalings.items())
+    windows = sliding_window_count(sizes, chip_size, stride)
+    return (f"{split_line('evaluating', tiles, sizes, f'{windows:,} windows at stride {stride}')}; labels "
+            f"{counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): {shares}; scaling {scaling}")
 
 
 def split_line(name: str, tiles: Sequence[Tile], sizes: Sequence[tuple[int, int]], what: str) -> str:

@@ -50,7 +50,7 @@ from .factory import (
     write_generated_base_model,
 )
 from .reports import write_chip_previews, write_json
-from .summary import sample_value_ranges, sliding_window_count, split_line
+from .summary import sample_value_ranges, sliding_window_count, split_line, tile_sizes
 
 BEST_DIR = "best"
 NEW_RUN_SUFFIX = ".new-run"  # staging folder of an --overwrite run, swapped in at its end
@@ -137,19 +137,6 @@ def scan_inputs(
     shares = ", ".join(f"{name} {100 * n / max(counts.total, 1):.1f} %" for name, n in zip(classes, counts.pixels))
     say(f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
         f"{shares}")  # fmt: skip
-
-
-def tile_sizes(tiles: list[Tile]) -> list[tuple[int, int]]:
-    """(height, width) of each tile's grid (its first modality)."""
-    from ..data.raster import TileReader
-    from ..data.scaling import Scaling
-
-    sizes = []
-    for tile in tiles:
-        first = next(iter(tile.modalities))
-        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, labels="none") as reader:
-            sizes.append((reader.height, reader.width))
-    return sizes
 
 
 def say_data_summary(
