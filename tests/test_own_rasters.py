@@ -107,3 +107,18 @@ def test_own_rasters_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([*argv, "--model", str(moved), "--output", str(again)]) == 0
     with rasterio.open(labels_tif) as a, rasterio.open(again) as b:
         assert np.array_equal(a.read(1), b.read(1))
+
+
+def test_top_classes_are_chosen_on_the_training_blocks_only(tmp_path: Path) -> None:
+    from mfpeft.data.labels import count_tile_codes
+    from mfpeft.data.sources import get_source
+
+    write_scene(tmp_path / "data")
+    splits = get_source("folder", tmp_path / "data", modalities={"optical": "*_b4.tif,*_b5.tif,*_b6.tif"},
+                        labels="*_veg.tif", top_classes=5, split_blocks="validation=0.25,test=0.25",
+                        block_size=64)  # fmt: skip
+    counts, _ = count_tile_codes(splits["train"])
+    expected = sorted(sorted(counts, key=lambda code: (-counts[code], code))[:5])
+    table = splits["train"][0].label_encoding.code_map or {}
+    assert sorted(code for code, index in table.items() if index != 255) == expected
+    assert all(t.label_encoding == splits["train"][0].label_encoding for ts in splits.values() for t in ts)

@@ -203,6 +203,13 @@ def get_source(name: str, data_dir: str | Path | None = None, **options: Any) ->
         splits.setdefault(split, [])
     if fractions is not None:
         splits = split_into_blocks(splits, fractions, blocks.get("block_size"), blocks.get("split_seed", 0))
+        if options.get("top_classes") is not None and options.get("label_encoding") is None and splits["train"]:
+            # The source picked its classes on whole scenes; pick them again on the training blocks alone, so
+            # that no held-out pixel chooses a class.
+            encoding = top_classes_encoding(splits["train"][0].label_encoding, splits["train"],
+                                            options["top_classes"], options.get("classes"), options.get("palette"))
+            for tile in (t for tiles in splits.values() for t in tiles):
+                tile.label_encoding = encoding
     return splits
 
 
