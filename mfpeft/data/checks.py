@@ -221,22 +221,13 @@ def count_labels(tiles: Sequence[Tile], num_classes: int, rows: int = 512) -> La
     Raises:
         ValueError: a label value the tile's label encoding cannot map, or no labelled pixel at all.
     """
-    from mfpeft.data.geometry import ChipWindow
-    from mfpeft.data.raster import TileReader
-    from mfpeft.data.scaling import Scaling
+    from mfpeft.data.raster import label_row_bands
 
     counts = np.zeros(256, dtype=np.int64)
-    for tile in tiles:
-        if tile.labels is None:
-            continue
-        first = next(iter(tile.modalities))
-        # Only the grid of the first modality and the labels are read; "none" scaling needs no statistics pass.
-        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, mask_nodata=False) as reader:
-            for row in range(0, reader.height, rows):
-                window = ChipWindow(row, 0, min(rows, reader.height - row), reader.width)
-                labels = reader.read_labels(window)
-                if labels is not None:
-                    counts += np.bincount(labels.ravel(), minlength=256)
+    for reader, window in label_row_bands(tiles, rows):
+        labels = reader.read_labels(window)
+        if labels is not None:
+            counts += np.bincount(labels.ravel(), minlength=256)
     pixels = tuple(int(c) for c in counts[:num_classes])
     result = LabelCounts(pixels, int(counts[num_classes:].sum()))
     if tiles and result.total and not sum(pixels):

@@ -145,23 +145,15 @@ def discover_codes(paths: Sequence[Path], nodata: float | None = None) -> set[in
 def count_tile_codes(tiles: Sequence[Tile], rows: int = 512) -> tuple[Counter[int], int]:
     """``(pixels per code, nodata pixels)`` of the tiles' label rasters, read on each tile's grid (its overlap
     with the other rasters and its window: what a model trained on the tiles sees)."""
-    from mfpeft.data.geometry import ChipWindow
-    from mfpeft.data.raster import TileReader
-    from mfpeft.data.scaling import Scaling
+    from mfpeft.data.raster import label_row_bands
 
     counts: Counter[int] = Counter()
     nodata = 0
-    for tile in tiles:
-        if tile.labels is None:
-            continue
-        first = next(iter(tile.modalities))
-        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, mask_nodata=False) as reader:
-            for row in range(0, reader.height, rows):
-                window = ChipWindow(row, 0, min(rows, reader.height - row), reader.width)
-                raw, valid = reader.read_label_codes(window)
-                values, pixels = np.unique(raw[valid].astype(np.int64), return_counts=True)
-                counts.update(dict(zip(values.tolist(), pixels.tolist())))
-                nodata += int(valid.size - np.count_nonzero(valid))
+    for reader, window in label_row_bands(tiles, rows):
+        raw, valid = reader.read_label_codes(window)
+        values, pixels = np.unique(raw[valid].astype(np.int64), return_counts=True)
+        counts.update(dict(zip(values.tolist(), pixels.tolist())))
+        nodata += int(valid.size - np.count_nonzero(valid))
     return counts, nodata
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -597,3 +597,18 @@ class TileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def label_row_bands(tiles: Sequence[Tile], rows: int = 512) -> Iterator[tuple[TileReader, ChipWindow]]:
+    """Each labelled tile's reader with its grid cut into row bands of ``rows`` (whole width): a scan of every
+    label pixel in bounded memory. Only the first modality (the grid) and the labels are opened; "none" scaling
+    needs no statistics pass."""
+    from mfpeft.data.scaling import Scaling
+
+    for tile in tiles:
+        if tile.labels is None:
+            continue
+        first = next(iter(tile.modalities))
+        with TileReader(tile, [first], scaling={first: Scaling(mode="none")}, mask_nodata=False) as reader:
+            for row in range(0, reader.height, rows):
+                yield reader, ChipWindow(row, 0, min(rows, reader.height - row), reader.width)
