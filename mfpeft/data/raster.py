@@ -138,8 +138,9 @@ class _Layer:
         nodata = self.nodata
         if nodata is None and self.dtype.kind == "f":
             nodata = float("nan")
-        # With a nodata value the warp fills outside the raster with it; without one, labels get an alpha band.
-        alpha = nodata is None and self.mark_outside
+        # With a nodata value the warp fills outside the raster with it; without one, labels get an alpha band
+        # (an RGBA label raster has one already: the warp sets it to 0 outside).
+        alpha = nodata is None and self.mark_outside and self.alpha_band is None
         self._vrt = WarpedVRT(
             self._dataset,
             crs=ref.crs,

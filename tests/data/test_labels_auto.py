@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import rasterio.transform
 from rasterio.transform import from_origin
 from rasterio.warp import transform as transform_points
 
@@ -130,7 +131,7 @@ def test_outside_the_label_footprint_is_ignore_not_code_0(tmp_path: Path) -> Non
     with TileReader(splits["train"][0], scaling={"optical": Scaling("none")}) as reader:
         labels = reader.read_labels(ChipWindow(0, 0, reader.height, reader.width))
         rows, cols = np.mgrid[0 : reader.height, 0 : reader.width]
-        xs, ys = reader.transform * (cols.ravel() + 0.5, rows.ravel() + 0.5)
+        xs, ys = rasterio.transform.xy(reader.transform, rows.ravel(), cols.ravel(), offset="center")
     lx, ly = transform_points("EPSG:32632", "EPSG:32633", xs, ys)
     col = (np.asarray(lx) - origin[0]) / PIXEL
     row = (origin[1] - np.asarray(ly)) / PIXEL
@@ -297,3 +298,20 @@ def test_label_encoding_round_trips_and_names_bad_fields() -> None:
     ):
         with pytest.raises(ValueError, match=words):
             LabelEncoding.from_dict(bad)
+
+
+def test_rgba_palette_labels_are_detected_and_transparent_pixels_are_ignore(tmp_path: Path) -> None:
+    """An RGB + alpha label raster on an offset grid: palette kind, transparent (even odd-coloured) pixels ignore."""
+    write_inputs(tmp_path, "a")
+    indices = (np.arange(LABEL)[None, :] // 16 % 6).repeat(LABEL, 0).astype(np.uint8)
+    rgba = np.concatenate([labels_to_rgb(indices, ISPRS_PALETTE).transpose(2, 0, 1), np.full((1, LABEL, LABEL), 255)])
+    rgba = rgba.astype(np.uint8)
+    rgba[:3, :10, :10], rgba[3, :10, :10] = 7, 0  # transparent, in a colour of no class
+    transform = from_origin(ORIGIN[0] + LABEL_OFFSET[1] * PIXEL, ORIGIN[1] - LABEL_OFFSET[0] * PIXEL, PIXEL, PIXEL)
+    write_raster(tmp_path / "a_label.tif", rgba, transform=transform, photometric="RGB", alpha="YES")
+    splits = get_source("folder", tmp_path, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif")
+    assert splits["train"][0].label_encoding.kind == "palette"
+    labels = read_all(splits["train"][0])
+    expected = indices[1:LABEL, 1:LABEL].copy()
+    expected[:9, :9] = 255
+    np.testing.assert_array_equal(labels, expected)

@@ -50,7 +50,7 @@ def test_the_encoding_is_recorded_in_config_json_and_the_card(trained: tuple[Pat
     config = json.loads((model / "config.json").read_text())
     recorded = config["label_encoding"]
     assert recorded["kind"] == "codes" and recorded["classes"] == [f"class_{i}" for i in range(5)]
-    codes = {k: v for k, v in recorded["code_map"].items()}
+    codes = dict(recorded["code_map"])
     assert codes.pop("*") == 255 and {int(k): v for k, v in codes.items() if v != 255} == KEPT
     assert recorded["palette"] == config["palette"] and tuple(config["palette"][0]) == FOREST
     assert all(max(c) >= 100 for c in config["palette"]), "no black or near-black class"
