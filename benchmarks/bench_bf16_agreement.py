@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     import mfpeft
-    from mfpeft.models.efficient_sam import optimize_sam_encoder, restore_sam_encoder
+    from mfpeft.models.sam.fast_path import optimize_sam_encoder, restore_sam_encoder
 
     def load() -> Any:
         """The trained model on transformers' stock SAM layers (MFNet loads padding-free by default)."""

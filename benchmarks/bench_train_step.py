@@ -18,7 +18,7 @@ optimisation):
 
     stock             transformers SamVisionLayer, attention "sdpa" (the transformers default), fp32
     stock-eager       the same with attention "eager"
-    padding-free      mfpeft.models.efficient_sam padding-free window layers, fp32
+    padding-free      mfpeft.models.sam.fast_path padding-free window layers, fp32
     bf16-autocast     padding-free + bf16 autocast of the encoder (frozen weights fp32)
     bf16-weights      padding-free + bf16 autocast + frozen weights stored in bf16
     checkpoint        padding-free + activation checkpointing of the frozen layers, fp32
@@ -103,7 +103,7 @@ def textbook_mmlora_forward(self: Any, x: Any, *args: object, **kwargs: object) 
     """
     import torch
 
-    from mfpeft.tuners.multimodal import mix_modalities, split_modalities
+    from mfpeft.tuners.base import mix_modalities, split_modalities
 
     result = self.base_layer(x, *args, **kwargs)
     for name in self._adapters_to_run():
@@ -128,7 +128,7 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
     from peft import get_peft_model
 
     import mfpeft
-    from mfpeft.models.efficient_sam import optimize_sam_encoder
+    from mfpeft.models.sam.fast_path import optimize_sam_encoder
 
     spec = VARIANTS[variant]
     vision = mfpeft.sam_vision_config(size, image_size=256)

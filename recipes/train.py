@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from mfpeft.engine.command_line import parse_training_arguments
+from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine.training import train
 from mfpeft.errors import run_command
 

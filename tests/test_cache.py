@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mfpeft.cache import cache_root, cached_folder
+from mfpeft.common.cache import cache_root, cached_folder
 
 
 def test_built_once_then_reused(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mfpeft.cache import cached_folder
+from mfpeft.common.cache import cached_folder
 from mfpeft.data.palette import IGNORE_INDEX, ISPRS_PALETTE, labels_to_rgb
 
 __all__ = ["DEMO_SPLITS", "DEMO_VERSION", "DemoScene", "demo_data_dir", "make_demo_scene"]

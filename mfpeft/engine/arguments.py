@@ -29,7 +29,7 @@ PAPER_PRESET: dict[str, Any] = dict(
 )
 
 # The built-in demo city with a tiny SAM-shaped encoder pre-trained on the demo's optical training chips
-# (`mfpeft.models.demo_encoder`: built once, ~30 s, then cached), 128-pixel chips: finishes in a few minutes on a
+# (`mfpeft.engine.demo_encoder`: built once, ~30 s, then cached), 128-pixel chips: finishes in a few minutes on a
 # 2-core CPU. 600 steps, because trees (height-only, small) are not learned at all within 200. AdamW, because 600
 # SGD steps barely move zero-initialised LoRA weights (||B·A|| ends at a median 0.3 % of ||W0||, AdamW: 18 %), so an
 # SGD-tuned demo encoder is still the frozen one; the paper's SGD has 50,000 steps for that.
@@ -53,8 +53,8 @@ DEMO_PRESET: dict[str, Any] = dict(
 
 def check_generated_base_model(base_model: str) -> None:
     """Raise ValueError for ``random:SIZE`` / ``demo:SIZE`` names mfpeft cannot generate (before any file is made)."""
-    from ..models.demo_encoder import DEMO_ENCODER_PREFIX
-    from ..models.sam import SAM_SIZES
+    from ..models.sam.loading import SAM_SIZES
+    from .demo_encoder import DEMO_ENCODER_PREFIX
 
     if base_model.startswith("random:") and base_model.removeprefix("random:") not in SAM_SIZES:
         raise ValueError(f"base_model={base_model!r}: random sizes are {['random:' + s for s in SAM_SIZES]}")

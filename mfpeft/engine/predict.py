@@ -136,7 +136,7 @@ def load_mfnet(model: Any, base_model: str | Path | None = None) -> Any:
                     + (f"; its config.json has model_type {model_type!r}" if config_file.is_file() else "")
                     + ")"
                 )
-    from mfpeft.models.sam import _quiet_transformers
+    from mfpeft.models.sam.loading import _quiet_transformers
 
     # Quiet: transformers' "Loading weights" progress bar would be a second line on the command's stderr.
     with _quiet_transformers():

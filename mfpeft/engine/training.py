@@ -32,6 +32,14 @@ from ..errors import Interrupted
 from ..metrics.scores import scores_to_json, segmentation_scores
 from ..models.adapter_io import push_adapter_to_hub
 from .arguments import TrainingArguments
+from .build import (
+    RANDOM_PREFIX,
+    base_model_source,
+    build_model,
+    is_generated_base_model,
+    recorded_base_model,
+    write_generated_base_model,
+)
 from .checkpoints import (
     find_checkpoint,
     list_checkpoints,
@@ -41,14 +49,6 @@ from .checkpoints import (
     scheduler_state,
 )
 from .evaluation import evaluate_tiles
-from .factory import (
-    RANDOM_PREFIX,
-    base_model_source,
-    build_model,
-    is_generated_base_model,
-    recorded_base_model,
-    write_generated_base_model,
-)
 from .reports import write_chip_previews, write_json
 from .summary import sample_value_ranges, sliding_window_count, split_line, tile_sizes
 

@@ -5,10 +5,10 @@ from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 from .adapter_io import push_adapter_to_hub
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
-from .efficient_sam import optimize_sam_encoder, optimized_sam_encoder, restore_sam_encoder
 from .fusion import DeepFusionModule, LayerNorm2d, SimpleFeaturePyramid, SqueezeExcitation
 from .modeling_mfnet import MFNetForSegmentation, MFNetPreTrainedModel
-from .sam import SamLoadError, load_sam_vision_encoder, sam_vision_config
+from .sam.fast_path import optimize_sam_encoder, optimized_sam_encoder, restore_sam_encoder
+from .sam.loading import SamLoadError, load_sam_vision_encoder, sam_vision_config
 
 AutoConfig.register("mfnet", MFNetConfig, exist_ok=True)
 AutoModel.register(MFNetConfig, MFNetForSegmentation, exist_ok=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .configuration_mfnet import MFNetConfig
-from .sam import SamLoadError, find_safetensors, load_sam_vision_encoder, size_name
+from .sam.loading import SamLoadError, find_safetensors, load_sam_vision_encoder, size_name
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -223,10 +223,7 @@ def load_mfnet_adapter(
     if num_labels is not None and num_labels != config.num_labels:
         raise ValueError(f"num_labels={num_labels} does not match the adapter's {config.num_labels} classes")
     sam = _load_base_sam(folder, config, base_model)
-    config.vision_config = sam.config
-    model = model_cls(config)
-    model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
-    model.vision_encoder.requires_grad_(False)
+    model = model_cls.from_sam(sam, config)
     model.name_or_path = str(folder)
     peft_config.inference_mode = not is_trainable  # frozen unless training continues, as from_pretrained does
     peft_model = PeftModel(model, peft_config, adapter_name=adapter_name)

@@ -15,7 +15,7 @@ from transformers import PreTrainedConfig, SamVisionConfig
 from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
 from ..data.tile import LabelEncoding
 from .fusion import QUARTER_NORMS
-from .sam import REL_POS_MODES, sam_vision_config
+from .sam.loading import REL_POS_MODES, sam_vision_config
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
 

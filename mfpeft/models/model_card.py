@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..data.palette import hex_colour, palette_or_default
-from .sam import size_name
+from .sam.loading import size_name
 
 
 def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:

@@ -18,14 +18,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PreTrainedModel, SamVisionModel
 from transformers.modeling_outputs import SemanticSegmenterOutput
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
-from .efficient_sam import optimize_sam_encoder
 from .fusion import DeepFusionModule
+from .sam.fast_path import optimize_sam_encoder
 
 
 class MFNetPreTrainedModel(PreTrainedModel):
@@ -193,31 +193,41 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
     @classmethod
     def from_sam(
         cls,
-        sam_name_or_path: str | Path,
+        sam: str | Path | SamVisionModel,
         config: MFNetConfig | None = None,
         *,
         attn_implementation: str | None = None,
         **config_kwargs: Any,
     ) -> MFNetForSegmentation:
-        """A new MFNet (untrained head) around SAM's encoder loaded from a Hub id, folder or Meta ``.pth``.
+        """A new MFNet (untrained head) around SAM's frozen encoder: the one place MFNet is built around a SAM.
 
-        ``config_kwargs`` build the `MFNetConfig` (e.g. ``id2label``, ``modalities``, ``use_dfm``); its
-        ``vision_config`` and ``sam_name_or_path`` come from the loaded SAM. ``image_size`` (default 256) and
-        ``rel_pos`` choose how SAM is resized.
+        ``sam`` is a loaded `SamVisionModel` (its config becomes ``config.vision_config``; ``config`` is required
+        and keeps its ``sam_name_or_path``) or a Hub id, folder or Meta ``.pth`` to load (``sam_name_or_path``
+        records it). ``config_kwargs`` build the `MFNetConfig` when ``config`` is None (e.g. ``id2label``,
+        ``modalities``, ``use_dfm``); ``image_size`` (default 256) and ``rel_pos`` choose how SAM is resized.
         """
-        from .sam import load_sam_vision_encoder
+        if isinstance(sam, SamVisionModel):
+            if config is None:
+                raise TypeError("from_sam(loaded SAM) needs the MFNetConfig to build")
+            config.vision_config = sam.config
+            return cls._around_encoder(sam, config)
+        from .sam.loading import load_sam_vision_encoder
 
         image_size = int(config_kwargs.pop("image_size", config.image_size if config is not None else 256))
         rel_pos = config_kwargs.pop("rel_pos", config.rel_pos if config is not None else "pretrained")
-        sam = load_sam_vision_encoder(
-            sam_name_or_path, image_size=image_size, rel_pos=rel_pos, attn_implementation=attn_implementation
+        loaded = load_sam_vision_encoder(
+            sam, image_size=image_size, rel_pos=rel_pos, attn_implementation=attn_implementation
         )
         if config is None:
-            config = MFNetConfig(vision_config=sam.config, rel_pos=rel_pos, **config_kwargs)
+            config = MFNetConfig(vision_config=loaded.config, rel_pos=rel_pos, **config_kwargs)
         else:
-            config.vision_config = sam.config
+            config.vision_config = loaded.config
             config.rel_pos = rel_pos
-        config.sam_name_or_path = str(sam_name_or_path)
+        config.sam_name_or_path = str(sam)
+        return cls._around_encoder(loaded, config)
+
+    @classmethod
+    def _around_encoder(cls, sam: SamVisionModel, config: MFNetConfig) -> MFNetForSegmentation:
         model = cls(config)
         model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
         model.vision_encoder.requires_grad_(False)

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 from peft.config import PeftConfig
 
 from ..models.configuration_mfnet import check_number
-from .multimodal import check_num_modalities
+from .base import check_num_modalities
 
 ADAPTER_CONFIG = "adapter_config.json"
 

@@ -90,7 +90,7 @@ def test_one_and_two_processes_give_the_identical_matrix(tmp_path: Path) -> None
 
 def test_evaluate_command_scores_a_saved_adapter(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     from mfpeft.cli import main
-    from mfpeft.engine.command_line import parse_training_arguments
+    from mfpeft.cli.training import parse_training_arguments
     from mfpeft.engine.training import train
 
     args = parse_training_arguments(

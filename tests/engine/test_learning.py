@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from mfpeft.engine.command_line import parse_training_arguments
+from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine.training import train
 
 # Classes the optical image does not separate on the demo: flat roofs coloured like the roads and trees coloured

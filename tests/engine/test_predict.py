@@ -46,7 +46,7 @@ def tiny_mfnet(seed: int = 0, modalities: list[tuple[str, int]] | None = None) -
 
 def save_tiny_model(folder: Path, modalities: list[tuple[str, int]] | None = None) -> Path:
     """:func:`tiny_mfnet` saved as a full MFNet checkpoint folder (what ``mfpeft predict --model`` loads)."""
-    from mfpeft.models.sam import save_quietly
+    from mfpeft.models.sam.loading import save_quietly
 
     save_quietly(tiny_mfnet(modalities=modalities), folder)
     return folder

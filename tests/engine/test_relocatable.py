@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import mfpeft
-from mfpeft.engine.command_line import parse_training_arguments
-from mfpeft.engine.factory import recorded_base_model
+from mfpeft.cli.training import parse_training_arguments
+from mfpeft.engine.build import recorded_base_model
 from mfpeft.engine.training import train
 from mfpeft.models.adapter_io import push_adapter_to_hub
 

@@ -57,7 +57,7 @@ def folder_flags(root: Path) -> list[str]:
 def save_model(folder: Path, input_scaling: dict[str, Scaling | dict[str, Any]] | None) -> Path:
     """A tiny random MFNet (optical 3, dsm 1, 64² chips) saved as a full checkpoint, recording ``input_scaling``
     (a dict value: as a config.json holds it)."""
-    from mfpeft.models.sam import save_quietly
+    from mfpeft.models.sam.loading import save_quietly
 
     torch.manual_seed(0)
     recorded = {m: s if isinstance(s, dict) else s.to_dict() for m, s in (input_scaling or {}).items()}

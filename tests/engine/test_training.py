@@ -15,10 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 import mfpeft
+from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine.arguments import DEMO_PRESET, TrainingArguments
-from mfpeft.engine.command_line import parse_training_arguments
 from mfpeft.engine.training import idle_cores_notice, make_optimizer, train
-from mfpeft.models.sam import SamLoadError
+from mfpeft.models.sam.loading import SamLoadError
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 

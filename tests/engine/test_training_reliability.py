@@ -17,9 +17,9 @@ import pytest
 import torch
 
 from mfpeft.cli import main as cli_main
+from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine import training
 from mfpeft.engine.checkpoints import MANIFEST, CheckpointError, find_checkpoint
-from mfpeft.engine.command_line import parse_training_arguments
 from mfpeft.engine.training import train
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"

@@ -11,7 +11,7 @@ from peft import PeftModel, get_peft_model
 from transformers.models.sam.modeling_sam import SamVisionEncoder, SamVisionLayer
 
 import mfpeft
-from mfpeft.models.efficient_sam import (
+from mfpeft.models.sam.fast_path import (
     EfficientSamVisionLayer,
     SamEncoderOptimizations,
     encoder_optimizations,

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import SamConfig, SamModel, SamVisionModel
 
 import mfpeft
-from mfpeft.models.sam import SamLoadError, convert_meta_state_dict
+from mfpeft.models.sam.loading import SamLoadError, convert_meta_state_dict
 from tests.sam_fixtures import redraw_
 
 

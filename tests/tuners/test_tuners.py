@@ -15,9 +15,9 @@ from safetensors.torch import load_file
 from transformers import SamConfig, SamModel, SamVisionModel
 
 import mfpeft
+from mfpeft.tuners.base import mix_modalities, mixing_matrix
 from mfpeft.tuners.mmadapter.layer import MMAdapterParallel, MMAdapterSequential
 from mfpeft.tuners.mmlora.layer import MMLoraLayer, MMLoraQV
-from mfpeft.tuners.multimodal import mix_modalities, mixing_matrix
 from tests.sam_fixtures import make_tiny_sam, redraw_, tiny_sam_config
 
 CONFIGS = {"mmlora": mfpeft.MMLoraConfig, "mmadapter": mfpeft.MMAdapterConfig}

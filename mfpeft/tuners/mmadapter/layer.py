@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
-from ..multimodal import MultimodalTunerLayer, linear_init_, mix_modalities, split_modalities
+from ..base import MultimodalTunerLayer, linear_init_, mix_modalities, split_modalities
 from .config import MMAdapterConfig
 
 

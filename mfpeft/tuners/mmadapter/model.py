@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..multimodal import ENCODER_LAYER_PATTERN, MultimodalTuner
+from ..base import ENCODER_LAYER_PATTERN, MultimodalTuner
 from .config import MMAdapterConfig
 from .layer import MMAdapterLayer, MMAdapterParallel, MMAdapterSequential
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..multimodal import MultimodalTunerLayer, linear_init_, mixing_matrix, split_modalities
+from ..base import MultimodalTunerLayer, linear_init_, mixing_matrix, split_modalities
 from .config import MMLoraConfig
 
 

@@ -207,7 +207,7 @@ def run_prepare(args: argparse.Namespace) -> int:
 
 # -- train --
 def add_train_parser(subparsers: Any) -> None:
-    from mfpeft.engine.command_line import add_training_arguments
+    from mfpeft.cli.training import add_training_arguments
 
     p = subparsers.add_parser(
         "train",
@@ -221,8 +221,8 @@ def add_train_parser(subparsers: Any) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from mfpeft.cli.training import training_arguments_from
     from mfpeft.engine.arguments import TrainingArguments
-    from mfpeft.engine.command_line import training_arguments_from
     from mfpeft.engine.training import train
 
     args.source = getattr(args, "dataset", TrainingArguments.dataset)
@@ -424,6 +424,3 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
 SUBCOMMANDS.extend([add_predict_parser, add_heatmap_parser])
 
-
-if __name__ == "__main__":
-    sys.exit(main())

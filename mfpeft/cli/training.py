@@ -9,7 +9,7 @@ import typing
 from collections.abc import Sequence
 from typing import Any
 
-from .arguments import TrainingArguments, apply_preset
+from ..engine.arguments import TrainingArguments, apply_preset
 
 # Fields set from the shared data-source flags (mfpeft.cli.add_source_arguments), not flags of their own.
 _NOT_FLAGS = ("source_options", "scaling")
@@ -64,7 +64,7 @@ def training_arguments_from(
 
 def parse_training_arguments(argv: Sequence[str] | None = None) -> TrainingArguments:
     """Parse a recipe's command line (training flags and the data-source flags of ``mfpeft prepare``)."""
-    from ..cli import add_source_arguments, scaling_options, source_options
+    from .main import add_source_arguments, scaling_options, source_options
 
     parser = argparse.ArgumentParser(description="Train MFNet (SAM + multimodal PEFT tuner + DFM + UNetFormer).")
     add_training_arguments(parser)

@@ -12,12 +12,12 @@ from peft import PeftModel, get_peft_model
 from ..errors import ensure_free_space
 from ..models.adapter_io import BUNDLED_BASE_MODEL
 from ..models.configuration_mfnet import MFNetConfig
-from ..models.demo_encoder import DEMO_ENCODER_PREFIX, DemoPretrainingConfig, demo_encoder_dir
 from ..models.modeling_mfnet import MFNetForSegmentation
-from ..models.sam import load_sam_vision_encoder, random_sam_vision_model, save_quietly
+from ..models.sam.loading import load_sam_vision_encoder, random_sam_vision_model, save_quietly
 from ..tuners import MMAdapterConfig, MMLoraConfig
 from ..tuners.config import MultimodalConfig
 from .arguments import TrainingArguments, check_generated_base_model
+from .demo_encoder import DEMO_ENCODER_PREFIX, DemoPretrainingConfig, demo_encoder_dir
 
 RANDOM_PREFIX = "random:"
 
@@ -76,7 +76,7 @@ def write_generated_base_model(
     """Save a generated encoder to ``output_dir/base-model`` so the trained adapter reloads with it.
 
     ``random:SIZE`` is drawn from `seed`; ``demo:tiny`` is the encoder pre-trained on the optical training chips
-    of the demo data set of `data_seed` (built once and cached, see `mfpeft.models.demo_encoder`), resized to
+    of the demo data set of `data_seed` (built once and cached, see `mfpeft.engine.demo_encoder`), resized to
     `image_size`. Other base models are left alone.
 
     The folder is written through a temporary sibling, so a failure (full disk, signal) leaves no partial copy.
@@ -143,14 +143,12 @@ def build_model(
         score_classes=score_classes,
         padding_free_encoder=args.padding_free,
     )
-    model = MFNetForSegmentation(config)
-    model.vision_encoder.load_state_dict(sam.vision_encoder.state_dict())
-    model.vision_encoder.requires_grad_(False)
+    model = MFNetForSegmentation.from_sam(sam, config)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = get_peft_model(model, tuner_config(args, len(modality_channels)))
     if args.encoder_dtype != "fp32":
-        from ..models.efficient_sam import optimize_sam_encoder
+        from ..models.sam.fast_path import optimize_sam_encoder
 
         optimize_sam_encoder(
             peft_model,

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import mfpeft
-from mfpeft.engine import factory
+from mfpeft.engine import build
+from mfpeft.engine.demo_encoder import DemoPretrainingConfig, demo_encoder_dir, pretrain_demo_encoder
 from mfpeft.models import demo_encoder
-from mfpeft.models.demo_encoder import DemoPretrainingConfig, demo_encoder_dir, pretrain_demo_encoder
-from mfpeft.models.sam import random_sam_vision_model
+from mfpeft.models.sam.loading import random_sam_vision_model
 
 SMALL = DemoPretrainingConfig(steps=4, batch_size=4)
 
@@ -89,13 +89,13 @@ def test_training_factory_writes_the_demo_encoder_beside_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MFPEFT_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(factory, "DemoPretrainingConfig", lambda size, data_seed: SMALL)
-    factory.write_generated_base_model("demo:tiny", 128, tmp_path / "run", seed=42)
-    source = factory.base_model_source("demo:tiny", tmp_path / "run")
+    monkeypatch.setattr(build, "DemoPretrainingConfig", lambda size, data_seed: SMALL)
+    build.write_generated_base_model("demo:tiny", 128, tmp_path / "run", seed=42)
+    source = build.base_model_source("demo:tiny", tmp_path / "run")
     assert Path(source) == (tmp_path / "run" / "base-model").resolve()
     cached = mfpeft.load_sam_vision_encoder(demo_encoder_dir(SMALL, cache_dir=tmp_path / "cache"), image_size=128)
     written = mfpeft.load_sam_vision_encoder(source, image_size=128)
     for (name, a), (_, b) in zip(cached.state_dict().items(), written.state_dict().items(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0, msg=name)
     with pytest.raises(ValueError, match="demo:huge"):
-        factory.write_generated_base_model("demo:huge", 128, tmp_path / "run", seed=42)
+        build.write_generated_base_model("demo:huge", 128, tmp_path / "run", seed=42)

@@ -25,8 +25,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import SamVisionModel
 
-from .efficient_sam import optimized_sam_encoder
-from .sam import SAM_SIZES, random_sam_vision_model, save_quietly
+from ..models.sam.fast_path import optimized_sam_encoder
+from ..models.sam.loading import SAM_SIZES, random_sam_vision_model, save_quietly
 
 __all__ = [
     "DEMO_ENCODER_PREFIX",
@@ -230,7 +230,7 @@ def demo_encoder_dir(config: DemoPretrainingConfig | None = None, cache_dir: str
     Default location: ``cache_root() / config.cache_name``. Written to a temporary folder and renamed, so an
     interrupted run leaves nothing half-written. The folder also holds ``pretraining_loss.txt`` (one loss a step).
     """
-    from mfpeft.cache import cached_folder
+    from mfpeft.common.cache import cached_folder
 
     config = config or DemoPretrainingConfig()
 

@@ -1,0 +1,7 @@
+"""``python -m mfpeft.cli`` (and ``accelerate launch -m mfpeft.cli``) runs the command line."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,87 @@
+"""The one atomic writer: every file and folder mfpeft writes appears whole under its final name, or not at all.
+
+A writer fills a hidden temporary sibling (same folder, so the final rename never crosses a file system) and
+renames it into place when complete; an error, a full disk or a signal (`mfpeft.errors.Interrupted` is a
+`BaseException`) removes the temporary and leaves any previous file untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+TEMP_MARK = ".partial-"
+"""Part of every temporary name (``.<name>.partial-<pid>-<token><suffix>``): stale ones are found by it."""
+
+
+def temporary_sibling(path: str | Path) -> Path:
+    """A fresh hidden name beside ``path`` that keeps its suffix (so GDAL, matplotlib pick the format by it)."""
+    target = Path(path)
+    return target.with_name(f".{target.stem}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
+
+
+def stale_temporaries(path: str | Path) -> list[Path]:
+    """Temporaries of ``path`` left by a writer that was killed (SIGKILL, power loss) before it could clean up."""
+    target = Path(path)
+    return sorted(target.parent.glob(f".{target.stem}{TEMP_MARK}*{target.suffix}"))
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_path(path: str | Path, *, folder: bool = False, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary path to write ``path``'s content into; renamed to ``path`` when the block succeeds.
+
+    Args:
+        path: the final file (or folder, with ``folder=True``: the temporary folder is created empty).
+        replace: an existing ``path`` is replaced (a folder is set aside, swapped, then removed); False keeps an
+            existing ``path`` and drops the new content (for caches where a concurrent builder won the race).
+
+    Raises:
+        FileExistsError: never; with ``replace=False`` an existing target wins silently.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = temporary_sibling(target)
+    if folder:
+        temp.mkdir()
+    try:
+        yield temp
+        if target.exists() and not replace:
+            return
+        if folder and target.exists():
+            aside = temporary_sibling(target)
+            target.rename(aside)
+            temp.rename(target)
+            _remove(aside)
+        else:
+            os.replace(temp, target)
+    finally:
+        if temp.exists():
+            _remove(temp)
+
+
+def write_atomically(path: str | Path, write: Callable[[Path], object], *, folder: bool = False) -> Path:
+    """Call ``write(temp)`` and rename ``temp`` to ``path``; returns ``path`` (see `atomic_path`)."""
+    with atomic_path(path, folder=folder) as temp:
+        write(temp)
+    return Path(path)
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return write_atomically(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    return write_atomically(path, lambda temp: temp.write_bytes(data))
