@@ -1,0 +1,20 @@
+"""Leaf modules that every layer may import (and that import nothing else of mfpeft): class names and colours,
+numeric checks, the atomic writer, the cache folder, the lazy-facade rule."""
+
+from .lazy import lazy_facade
+
+_EXPORTS = {
+    "IGNORE_INDEX": ".classes",
+    "ISPRS_CLASSES": ".classes",
+    "ISPRS_PALETTE": ".classes",
+    "colourise": ".classes",
+    "default_palette": ".classes",
+    "palette_or_default": ".classes",
+    "check_number": ".validation",
+    "atomic_path": ".files",
+    "write_atomically": ".files",
+    "write_text": ".files",
+    "cached_folder": ".cache",
+    "lazy_facade": ".lazy",
+}
+__getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 import os
 from collections.abc import Mapping, Sequence
@@ -12,65 +11,13 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig, SamVisionConfig
 
+from ..common.validation import check_number, numbers_list
 from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
 from ..data.tile import LabelEncoding
 from .fusion import QUARTER_NORMS
 from .sam.loading import REL_POS_MODES, sam_vision_config
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
-
-
-def check_number(
-    field: str,
-    value: object,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    integer: bool = False,
-    low_open: bool = False,
-    high_open: bool = False,
-) -> None:
-    """Raise ValueError naming `field` unless `value` is a finite number (an integer if asked) within the bounds.
-
-    Bools are refused: JSON ``true`` is no rank. Bounds are inclusive unless ``low_open`` / ``high_open``.
-    Shared by every config of mfpeft (MFNet and the tuners), so all of them word a bad number the same way.
-    """
-    kind = "an integer" if integer else "a finite number"
-    number = isinstance(value, numbers.Integral if integer else numbers.Real) and not isinstance(value, bool)
-    bounds = []
-    if low is not None:
-        bounds.append(f"{'>' if low_open else '>='} {low:g}")
-    if high is not None:
-        bounds.append(f"{'<' if high_open else '<='} {high:g}")
-    wanted = f"{field}={value!r} must be {kind}" + (f" {' and '.join(bounds)}" if bounds else "")
-    if not number or not math.isfinite(value):  # type: ignore[arg-type]
-        raise ValueError(wanted)
-    below = low is not None and (value <= low if low_open else value < low)  # type: ignore[operator]
-    above = high is not None and (value >= high if high_open else value > high)  # type: ignore[operator]
-    if below or above:
-        raise ValueError(wanted)
-
-
-def _numbers(field: str, values: Any, integer: bool = False) -> list[Any]:
-    """`values` as a list of int (whole numbers only) or float, or ValueError naming the field.
-
-    Python's own conversion errors ("could not convert string to float") would not say which field; ``int(0.5)``
-    would silently give 0.
-    """
-
-    def convert(value: Any) -> int | float:
-        if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
-            raise ValueError
-        number = float(value)
-        if integer and not number.is_integer():
-            raise ValueError
-        return int(number) if integer else number
-
-    try:
-        return [convert(v) for v in values]
-    except (TypeError, ValueError, OverflowError):
-        kind = "whole numbers" if integer else "numbers"
-        raise ValueError(f"{field}={values!r} must be a list of {kind}") from None
 
 
 def validate_vision_config(config: SamVisionConfig) -> None:
@@ -182,12 +129,12 @@ class MFNetConfig(PreTrainedConfig):
             raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(vision_config).__name__}")
         self.vision_config = vision_config
         self.modalities: list[list[Any]] = [
-            [str(name), *_numbers(f"modalities: {name!r} channels", [channels], integer=True)]
+            [str(name), *numbers_list(f"modalities: {name!r} channels", [channels], integer=True)]
             for name, channels in modalities
         ]
-        self.palette = [_numbers("palette", c, integer=True) for c in palette] if palette is not None else None
-        self.input_mean = {k: _numbers(f"input_mean[{k!r}]", v) for k, v in (input_mean or {}).items()}
-        self.input_std = {k: _numbers(f"input_std[{k!r}]", v) for k, v in (input_std or {}).items()}
+        self.palette = [numbers_list("palette", c, integer=True) for c in palette] if palette is not None else None
+        self.input_mean = {k: numbers_list(f"input_mean[{k!r}]", v) for k, v in (input_mean or {}).items()}
+        self.input_std = {k: numbers_list(f"input_std[{k!r}]", v) for k, v in (input_std or {}).items()}
         self.input_scaling = {k: dict(v) for k, v in (input_scaling or {}).items()}
         self.sam_name_or_path = sam_name_or_path
         self.rel_pos = rel_pos

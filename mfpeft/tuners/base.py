@@ -213,7 +213,7 @@ def find_vision_encoder(model: nn.Module) -> SamVisionEncoder | None:
 
 def check_num_modalities(value: object) -> None:
     """ValueError unless `value` is a whole number of modalities, at least one."""
-    from ..models.configuration_mfnet import check_number
+    from ..common.validation import check_number
 
     check_number("num_modalities", value, 1, integer=True)
 

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 from peft.config import PeftConfig
 
-from ..models.configuration_mfnet import check_number
+from ..common.validation import check_number
 from .base import check_num_modalities
 
 ADAPTER_CONFIG = "adapter_config.json"

@@ -10,7 +10,7 @@ import torch
 import mfpeft
 from mfpeft.engine import build
 from mfpeft.engine.demo_encoder import DemoPretrainingConfig, demo_encoder_dir, pretrain_demo_encoder
-from mfpeft.models import demo_encoder
+from mfpeft.engine import demo_encoder
 from mfpeft.models.sam.loading import random_sam_vision_model
 
 SMALL = DemoPretrainingConfig(steps=4, batch_size=4)

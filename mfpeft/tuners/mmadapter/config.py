@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from transformers.activations import ACT2FN
 
-from ...models.configuration_mfnet import check_number
+from ...common.validation import check_number
 from ..config import MultimodalConfig
 from ..registration import MultimodalPeftType
 

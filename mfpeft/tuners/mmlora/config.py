@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ...models.configuration_mfnet import check_number
+from ...common.validation import check_number
 from ..config import MultimodalConfig
 from ..registration import MultimodalPeftType
 
