@@ -1,5 +1,5 @@
 """Leaf modules that every layer may import (and that import nothing else of mfpeft): class names and colours,
-numeric checks, the atomic writer, the cache folder, the lazy-facade rule."""
+the label encoding and input scaling that models record, numeric checks, the atomic writer, the cache folder, the lazy-facade rule."""
 
 from .lazy import lazy_facade
 
@@ -10,6 +10,8 @@ _EXPORTS = {
     "colourise": ".classes",
     "default_palette": ".classes",
     "palette_or_default": ".classes",
+    "LabelEncoding": ".label_encoding",
+    "Scaling": ".scaling",
     "check_number": ".validation",
     "atomic_path": ".files",
     "write_atomically": ".files",

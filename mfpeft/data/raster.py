@@ -23,9 +23,10 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
+from mfpeft.common.scaling import Scaling, TileStatistics
 from mfpeft.data.geometry import ChipWindow, intersect_windows
 from mfpeft.data.palette import IGNORE_INDEX, map_codes, rgb_to_labels
-from mfpeft.data.scaling import Scaling, TileStatistics, compute_tile_statistics
+from mfpeft.data.statistics import compute_tile_statistics
 from mfpeft.data.tile import LabelEncoding, RasterRef, Tile, describe_ref, raster_files
 
 __all__ = ["LABEL_SETS", "TileReader", "describe_ref"]
@@ -318,7 +319,7 @@ class TileReader:
         mask_nodata: bool = True,
         decode_threads: int | str = 1,
     ) -> None:
-        from mfpeft.data.scaling import reader_scalings
+        from mfpeft.data.tile import reader_scalings
 
         if labels not in LABEL_SETS:
             raise ValueError(f"labels must be one of {LABEL_SETS}, got {labels!r}")
@@ -604,8 +605,6 @@ def label_row_bands(tiles: Sequence[Tile], rows: int = 512) -> Iterator[tuple[Ti
     """Each labelled tile's reader with its grid cut into row bands of ``rows`` (whole width): a scan of every
     label pixel in bounded memory. Only the first modality (the grid) and the labels are opened; "none" scaling
     needs no statistics pass."""
-    from mfpeft.data.scaling import Scaling
-
     for tile in tiles:
         if tile.labels is None:
             continue

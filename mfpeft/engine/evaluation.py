@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 
 from ..data.geometry import ChipWindow, axis_starts
 from ..data.raster import TileReader
-from ..data.scaling import Scaling, model_input_scaling, parse_scalings, resolve_stats
+from ..data.scaling import Scaling, model_input_scaling
 from ..data.tile import Tile
 from ..metrics.confusion import ConfusionMatrix
 from .stitching import RowBandStitcher
@@ -301,18 +301,6 @@ def check_model_classes(tiles: Sequence[Tile], config: Any, dataset: str) -> Non
         )
 
 
-def expected_input_scaling(
-    config: Any, scaling: Mapping[str, Any] | None, train_tiles: Sequence[Tile]
-) -> dict[str, Scaling]:
-    """`model_input_scaling` of ``config``, with a ``stats`` in ``scaling`` (``--scaling``) first computed over
-    ``train_tiles``, the source's training tiles, as training does."""
-    given = parse_scalings(scaling)
-    pending = {m: s for m, s in given.items() if s.mode == "stats"}
-    if pending:
-        given.update(resolve_stats(train_tiles, pending))
-    return model_input_scaling(config, given)
-
-
 def evaluate_model(
     model_name_or_path: str,
     dataset: str,
@@ -343,46 +331,79 @@ def evaluate_model(
         ValueError: a label option disagrees with the model's recorded encoding, or the data set's classes are
             not the model's (naming both).
     """
-    from ..data.blocks import check_block_size
-    from ..data.sources import get_source
-    from ..metrics.scores import scores_to_json, segmentation_scores
     from ..models.modeling_mfnet import MFNetForSegmentation
     from .predict import mfnet_of
 
     model = MFNetForSegmentation.from_pretrained(model_name_or_path, base_model=base_model)
     config = mfnet_of(model).config  # an adapter's base model, or a full checkpoint itself
-    splits = get_source(dataset, data_dir, **model_source_options(dataset, source_options, config, model_name_or_path))
-    if split not in splits or not splits[split]:
-        raise ValueError(f"data set {dataset!r} has no tiles in split {split!r}")
-    check_model_classes(splits[split], config, dataset)
-    accelerator = None
-    if launched_processes() > 1:
-        from accelerate import Accelerator
-
-        # No mixed precision whatever the launch config says: one process runs in float32, and N processes
-        # must give its scores exactly.
-        accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu", mixed_precision="no")
-        target = accelerator.device
-    else:
-        from .devices import resolve_device
-
-        target = resolve_device(device)
+    splits = _model_splits(dataset, data_dir, split, source_options, config, model_name_or_path)
+    accelerator, target = _evaluation_device(device)
     model.to(target).eval()
-    check_block_size(dict(source_options or {}), config.image_size, "the model's chip size")
-    modalities = config.modality_names
-    missing = [m for m in modalities if m not in splits[split][0].modalities]
-    if missing:
-        raise ValueError(f"the model needs modalities {missing} that data set {dataset!r} does not have")
-    expected = expected_input_scaling(config, scaling, splits["train"])
+    _check_tiles_fit_model(splits[split], config, dataset, source_options)
+    expected = model_input_scaling(config, scaling, splits["train"])
     if is_main_process():  # stderr: stdout carries the report
         from .summary import evaluation_summary
 
         classes = list(config.id2label.values())
         print(evaluation_summary(splits[split], classes, config.image_size, stride, expected), file=sys.stderr)
     matrix = evaluate_tiles(
-        model, splits[split], modalities=modalities, num_labels=config.num_labels, chip_size=config.image_size,
-        stride=stride, batch_size=batch_size, scaling=expected, accelerator=accelerator, device=target,
+        model, splits[split], modalities=config.modality_names, num_labels=config.num_labels,
+        chip_size=config.image_size, stride=stride, batch_size=batch_size, scaling=expected, accelerator=accelerator,
+        device=target,
     )  # fmt: skip
+    return _scores_report(matrix, config)
+
+
+def _model_splits(
+    dataset: str,
+    data_dir: str | None,
+    split: str,
+    source_options: Mapping[str, Any] | None,
+    config: Any,
+    model_name_or_path: str,
+) -> dict[str, list[Tile]]:
+    """The data source's splits, read with the model's recorded label encoding; ``split`` has tiles with the
+    model's classes."""
+    from ..data.sources import get_source
+
+    splits = get_source(dataset, data_dir, **model_source_options(dataset, source_options, config, model_name_or_path))
+    if split not in splits or not splits[split]:
+        raise ValueError(f"data set {dataset!r} has no tiles in split {split!r}")
+    check_model_classes(splits[split], config, dataset)
+    return splits
+
+
+def _evaluation_device(device: str | None) -> tuple[Any, torch.device]:
+    """``(accelerator, device)``: under a launcher with several processes an `Accelerator` and its device, else
+    None and `device` resolved (None: the best one available)."""
+    if launched_processes() > 1:
+        from accelerate import Accelerator
+
+        # No mixed precision whatever the launch config says: one process runs in float32, and N processes
+        # must give its scores exactly.
+        accelerator = Accelerator(cpu=device is not None and torch.device(device).type == "cpu", mixed_precision="no")
+        return accelerator, accelerator.device
+    from .devices import resolve_device
+
+    return None, resolve_device(device)
+
+
+def _check_tiles_fit_model(
+    tiles: Sequence[Tile], config: Any, dataset: str, source_options: Mapping[str, Any] | None
+) -> None:
+    """The split's blocks hold whole chips of the model, and its tiles have every modality the model reads."""
+    from ..data.blocks import check_block_size
+
+    check_block_size(dict(source_options or {}), config.image_size, "the model's chip size")
+    missing = [m for m in config.modality_names if m not in tiles[0].modalities]
+    if missing:
+        raise ValueError(f"the model needs modalities {missing} that data set {dataset!r} does not have")
+
+
+def _scores_report(matrix: ConfusionMatrix, config: Any) -> dict[str, Any]:
+    """The paper's scores of the pooled matrix over the model's classes, JSON-ready, with the matrix itself."""
+    from ..metrics.scores import scores_to_json, segmentation_scores
+
     scores = segmentation_scores(matrix.matrix, list(config.id2label.values()), config.score_classes)
     result = scores_to_json(scores)
     result["confusion_matrix"] = matrix.matrix.tolist()

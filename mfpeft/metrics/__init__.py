@@ -1,34 +1,29 @@
 """Segmentation metrics: pooled confusion matrix, the paper's scores, an offline `evaluate` module, plots.
 
-``mfnet_segmentation`` (the `evaluate` script) is not imported here: it imports `evaluate`/`datasets`, which
-are slow to import; get it through :func:`load_metric`. The plots module is imported lazily for the same
-reason (matplotlib).
+Every name is imported from its module on first use (`mfpeft.common.lazy`): the plots pull in matplotlib.
+``mfnet_segmentation`` (the `evaluate` script) is not exported here: it imports `evaluate`/`datasets`, which
+are slow to import; get it through :func:`load_metric`.
 """
 
-from __future__ import annotations
+from typing import TYPE_CHECKING
 
-from typing import Any
+from ..common.lazy import lazy_facade
 
-from mfpeft.metrics.confusion import ConfusionMatrix, confusion_matrix, per_sample_confusion
-from mfpeft.metrics.loading import METRIC_SCRIPT, load_metric
-from mfpeft.metrics.scores import scores_to_json, segmentation_scores
+_EXPORTS = {
+    "METRIC_SCRIPT": ".loading",
+    "ConfusionMatrix": ".confusion",
+    "confusion_matrix": ".confusion",
+    "load_metric": ".loading",
+    "per_sample_confusion": ".confusion",
+    "plot_confusion_matrix": ".plots",
+    "plot_per_class": ".plots",
+    "scores_to_json": ".scores",
+    "segmentation_scores": ".scores",
+}
+__getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)
 
-__all__ = [
-    "METRIC_SCRIPT",
-    "ConfusionMatrix",
-    "confusion_matrix",
-    "load_metric",
-    "per_sample_confusion",
-    "plot_confusion_matrix",
-    "plot_per_class",
-    "scores_to_json",
-    "segmentation_scores",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("plot_confusion_matrix", "plot_per_class"):
-        from mfpeft.metrics import plots
-
-        return getattr(plots, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they resolve lazily
+    from .confusion import ConfusionMatrix, confusion_matrix, per_sample_confusion  # noqa: F401
+    from .loading import METRIC_SCRIPT, load_metric  # noqa: F401
+    from .plots import plot_confusion_matrix, plot_per_class  # noqa: F401
+    from .scores import scores_to_json, segmentation_scores  # noqa: F401

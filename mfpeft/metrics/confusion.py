@@ -14,6 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
+from mfpeft.common.classes import IGNORE_INDEX
+
 LabelArray = torch.Tensor | npt.NDArray[np.integer]
 """Integer class ids of any shape, as a torch tensor (any device) or a NumPy array."""
 
@@ -88,7 +90,7 @@ def confusion_matrix(
     predictions: LabelArray,
     references: LabelArray,
     num_labels: int,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> npt.NDArray[np.int64]:
     """Count (reference, prediction) pairs of class ids.
 
@@ -125,7 +127,7 @@ def per_sample_confusion(
     predictions: torch.Tensor,
     references: torch.Tensor,
     num_labels: int,
-    ignore_index: int | None = 255,
+    ignore_index: int | None = IGNORE_INDEX,
 ) -> torch.Tensor:
     """One confusion matrix per sample, as a tensor on the inputs' device, for distributed evaluation.
 
@@ -181,7 +183,7 @@ class ConfusionMatrix:
     def __init__(
         self,
         num_labels: int,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         matrix: npt.ArrayLike | None = None,
     ) -> None:
         """Start from zero counts, or from an existing ``(num_labels, num_labels)`` count ``matrix``."""

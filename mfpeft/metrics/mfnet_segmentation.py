@@ -17,6 +17,7 @@ import datasets
 import evaluate
 import numpy as np
 
+from mfpeft.common.classes import IGNORE_INDEX
 from mfpeft.metrics.confusion import ConfusionMatrix
 from mfpeft.metrics.scores import segmentation_scores
 
@@ -78,7 +79,7 @@ class MfnetSegmentation(evaluate.Metric):
         predictions: Sequence[Any],
         references: Sequence[Any],
         num_labels: int,
-        ignore_index: int | None = 255,
+        ignore_index: int | None = IGNORE_INDEX,
         score_classes: Sequence[int] | None = None,
         class_names: Sequence[str] | None = None,
     ) -> dict[str, Any]:

@@ -1,15 +1,14 @@
 """PNG pictures of evaluation results: the confusion matrix and the per-class F1/IoU bars.
 
 Figures are drawn on matplotlib's Agg canvas directly (no pyplot state, no display needed, safe in worker
-threads) and written to a temporary file in the target folder, then renamed, so a crash never leaves a
-half-written PNG at the output path.
+threads) and written through `mfpeft.common.files` (a temporary sibling renamed into place), so a crash never
+leaves a half-written PNG at the output path.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,24 +18,19 @@ import numpy.typing as npt
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from mfpeft.common.files import write_atomically
+
 PathLike = str | os.PathLike[str]
 
 
-def _save_atomically(figure: Figure, path: PathLike, dpi: int) -> Path:
+def _save_png(figure: Figure, path: PathLike, dpi: int) -> Path:
+    """Render ``figure`` as a PNG at ``path``, which appears only once complete (`mfpeft.common.files`)."""
     target = Path(path)
     folder = target.parent
-    if not folder.is_dir():
+    if not folder.is_dir():  # a typo in an output folder is an error, not a new folder
         raise FileNotFoundError(f"cannot write {target}: folder {folder} does not exist")
     FigureCanvasAgg(figure)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            figure.savefig(stream, format="png", dpi=dpi)
-        os.replace(temp_name, target)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return target
+    return write_atomically(target, lambda temp: figure.savefig(temp, format="png", dpi=dpi))
 
 
 def _compact_count(count: int) -> str:
@@ -98,7 +92,7 @@ def plot_confusion_matrix(
                 fontsize=font_size,
                 color=colour,
             )
-    return _save_atomically(figure, path, dpi)
+    return _save_png(figure, path, dpi)
 
 
 def plot_per_class(scores: dict[str, Any], path: PathLike, dpi: int = 100) -> Path:
@@ -149,4 +143,4 @@ def plot_per_class(scores: dict[str, Any], path: PathLike, dpi: int = 100) -> Pa
     axes.set_ylabel("score")
     axes.set_title("Per-class F1 and IoU", fontsize=10)
     axes.legend(loc="lower right", fontsize=8)
-    return _save_atomically(figure, path, dpi)
+    return _save_png(figure, path, dpi)

@@ -76,6 +76,31 @@ def _nanmean_of(values: npt.NDArray[np.float64], classes: list[int]) -> float:
     return float(chosen.mean()) if chosen.size else math.nan
 
 
+def _validated_class_names(class_names: Sequence[str] | None, num_labels: int) -> list[str]:
+    if class_names is None:
+        return [f"class_{i}" for i in range(num_labels)]
+    names = [str(n) for n in class_names]
+    if len(names) != num_labels:
+        raise ValueError(f"class_names has {len(names)} names but the confusion matrix has {num_labels} classes")
+    return names
+
+
+def _accuracy_and_kappa(
+    true_pos: npt.NDArray[np.int64], reference: npt.NDArray[np.int64], predicted: npt.NDArray[np.int64]
+) -> tuple[float, float]:
+    """Overall accuracy and Cohen's kappa over all classes from the (K,) per-class counts; NaN without pixels."""
+    total = int(reference.sum())
+    if total == 0:
+        return math.nan, math.nan
+    trace = int(true_pos.sum())
+    # kappa = (OA - p_e) / (1 - p_e) = (N trace - S) / (N^2 - S) with S = sum_c rowsum_c colsum_c,
+    # in Python integers because N^2 overflows int64 beyond about 3e9 pixels.
+    chance = sum(int(r) * int(c) for r, c in zip(reference, predicted))
+    denominator = total * total - chance
+    kappa = (total * trace - chance) / denominator if denominator else math.nan
+    return trace / total, kappa
+
+
 def segmentation_scores(
     matrix: npt.ArrayLike,
     class_names: Sequence[str] | None = None,
@@ -98,14 +123,7 @@ def segmentation_scores(
     """
     counts = _as_count_matrix(matrix)
     num_labels = counts.shape[0]
-    if class_names is None:
-        names = [f"class_{i}" for i in range(num_labels)]
-    else:
-        names = [str(n) for n in class_names]
-        if len(names) != num_labels:
-            raise ValueError(
-                f"class_names has {len(names)} names but the confusion matrix has {num_labels} classes"
-            )
+    names = _validated_class_names(class_names, num_labels)
     classes = _validated_score_classes(score_classes, num_labels)
 
     true_pos_int = np.diagonal(counts).copy()
@@ -120,18 +138,7 @@ def segmentation_scores(
     f1 = _ratio(2 * true_pos_int, reference_int + predicted_int)
     iou = _ratio(true_pos_int, reference_int + predicted_int - true_pos_int)
 
-    if total_int > 0:
-        trace = int(true_pos_int.sum())
-        overall_accuracy = trace / total_int
-        # kappa = (OA - p_e) / (1 - p_e) = (N trace - S) / (N^2 - S) with S = sum_c rowsum_c colsum_c,
-        # in Python integers because N^2 overflows int64 beyond about 3e9 pixels.
-        chance = sum(int(r) * int(c) for r, c in zip(reference_int, predicted_int))
-        denominator = total_int * total_int - chance
-        kappa = (total_int * trace - chance) / denominator if denominator else math.nan
-    else:
-        overall_accuracy = math.nan
-        kappa = math.nan
-
+    overall_accuracy, kappa = _accuracy_and_kappa(true_pos_int, reference_int, predicted_int)
     return {
         "overall_accuracy": overall_accuracy,
         "mean_f1": _nanmean_of(f1, classes),

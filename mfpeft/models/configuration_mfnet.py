@@ -11,13 +11,28 @@ from typing import Any
 from huggingface_hub.errors import StrictDataclassError
 from transformers import PreTrainedConfig, SamVisionConfig
 
+from ..common.classes import IGNORE_INDEX, ISPRS_CLASSES, ISPRS_PALETTE
+from ..common.label_encoding import LabelEncoding
+from ..common.scaling import Scaling
 from ..common.validation import check_number, numbers_list
-from ..data.palette import ISPRS_CLASSES, ISPRS_PALETTE
-from ..data.tile import LabelEncoding
 from .fusion import QUARTER_NORMS
 from .sam.loading import REL_POS_MODES, sam_vision_config
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
+
+
+def _as_vision_config(value: SamVisionConfig | Mapping[str, Any] | None) -> SamVisionConfig:
+    """The SAM encoder's config from a `SamVisionConfig`, its dict (a config.json's) or None (ViT-B at 256 x 256)."""
+    if value is None:
+        return sam_vision_config("vit-b", image_size=256)
+    if isinstance(value, Mapping):
+        try:
+            return SamVisionConfig(**dict(value))
+        except (StrictDataclassError, TypeError) as error:  # a wrong type in a (tampered) config.json
+            raise ValueError(f"vision_config: {' '.join(str(error).split())}") from None
+    if not isinstance(value, SamVisionConfig):
+        raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(value).__name__}")
+    return value
 
 
 def validate_vision_config(config: SamVisionConfig) -> None:
@@ -61,7 +76,7 @@ class MFNetConfig(PreTrainedConfig):
         palette: RGB colour of each class (used for previews, colour tables, label decoding).
         input_mean, input_std: per-modality normalisation the model applies, ``(x - mean) / std`` per channel,
             after the data pipeline's scaling; identity by default (MFNet does not apply SAM's mean/std).
-        input_scaling: per-modality raw -> input scaling (`mfpeft.data.scaling.Scaling.to_dict()`, concrete
+        input_scaling: per-modality raw -> input scaling (`mfpeft.common.scaling.Scaling.to_dict()`, concrete
             numbers: a ``stats`` scaling is recorded as the per-band range it resolved to), recorded once by
             training so that evaluation and prediction read rasters exactly as training did
             (`mfpeft.data.scaling.model_input_scaling`). Each entry is checked when the config is built.
@@ -72,11 +87,12 @@ class MFNetConfig(PreTrainedConfig):
         quarter_norms: the 1/4-level norm of each modality's pyramid ("layernorm" / "batchnorm"); default
             LayerNorm for the first modality, BatchNorm for the others (the reference code's choice).
         decode_channels, decoder_window_size, decoder_dropout: UNetFormer decoder settings.
-        semantic_loss_ignore_index: label value ignored by the loss (255).
+        semantic_loss_ignore_index: label value ignored by the loss (`IGNORE_INDEX`, 255).
         score_classes: class indices averaged in mF1 / mIoU (ISPRS: 0-4, clutter excluded); None = all.
         label_encoding: how the label rasters of the training data encode the classes
-            (`mfpeft.data.tile.LabelEncoding.to_dict()`: kind, classes, palette, code map with ``"*"`` for every
-            other code, nodata), so that evaluation and prediction read raw labels without the code map again.
+            (`mfpeft.common.label_encoding.LabelEncoding.to_dict()`: kind, classes, palette, code map with ``"*"``
+            for every other code, nodata), so that evaluation and prediction read raw labels without the code map
+            again.
             Its classes must be ``id2label``'s and its palette ``palette``. None: not recorded (older models).
         evaluation_results: metrics measured on this model (written to the model card).
         training_hyperparameters: how the weights were trained (optimizer, learning rate, steps, ...; written to the
@@ -104,7 +120,7 @@ class MFNetConfig(PreTrainedConfig):
         decode_channels: int = 64,
         decoder_window_size: int = 8,
         decoder_dropout: float = 0.1,
-        semantic_loss_ignore_index: int = 255,
+        semantic_loss_ignore_index: int = IGNORE_INDEX,
         score_classes: Sequence[int] | None = None,
         evaluation_results: Mapping[str, Any] | None = None,
         training_hyperparameters: Mapping[str, Any] | None = None,
@@ -112,30 +128,12 @@ class MFNetConfig(PreTrainedConfig):
         label_encoding: Mapping[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        if "id2label" not in kwargs and "num_labels" not in kwargs:
+        if "id2label" not in kwargs and "num_labels" not in kwargs:  # the ISPRS classes, colours and scored ones
             kwargs["id2label"] = dict(enumerate(ISPRS_CLASSES))
-            if palette is None:
-                palette = ISPRS_PALETTE
-            if score_classes is None:
-                score_classes = list(range(5))
-        if vision_config is None:
-            vision_config = sam_vision_config("vit-b", image_size=256)
-        elif isinstance(vision_config, Mapping):
-            try:
-                vision_config = SamVisionConfig(**dict(vision_config))
-            except (StrictDataclassError, TypeError) as error:  # a wrong type in a (tampered) config.json
-                raise ValueError(f"vision_config: {' '.join(str(error).split())}") from None
-        elif not isinstance(vision_config, SamVisionConfig):
-            raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(vision_config).__name__}")
-        self.vision_config = vision_config
-        self.modalities: list[list[Any]] = [
-            [str(name), *numbers_list(f"modalities: {name!r} channels", [channels], integer=True)]
-            for name, channels in modalities
-        ]
-        self.palette = [numbers_list("palette", c, integer=True) for c in palette] if palette is not None else None
-        self.input_mean = {k: numbers_list(f"input_mean[{k!r}]", v) for k, v in (input_mean or {}).items()}
-        self.input_std = {k: numbers_list(f"input_std[{k!r}]", v) for k, v in (input_std or {}).items()}
-        self.input_scaling = {k: dict(v) for k, v in (input_scaling or {}).items()}
+            palette = ISPRS_PALETTE if palette is None else palette
+            score_classes = list(range(5)) if score_classes is None else score_classes
+        self.vision_config = _as_vision_config(vision_config)
+        self._set_inputs(modalities, palette, input_mean, input_std, input_scaling)
         self.sam_name_or_path = sam_name_or_path
         self.rel_pos = rel_pos
         self.use_dfm = use_dfm
@@ -155,6 +153,25 @@ class MFNetConfig(PreTrainedConfig):
         self.label_encoding = dict(label_encoding) if label_encoding is not None else None
         super().__init__(**kwargs)
         self.validate_mfnet()
+
+    def _set_inputs(
+        self,
+        modalities: Sequence[Sequence[Any]],
+        palette: Sequence[Sequence[int]] | None,
+        input_mean: Mapping[str, Sequence[float]] | None,
+        input_std: Mapping[str, Sequence[float]] | None,
+        input_scaling: Mapping[str, Mapping[str, Any]] | None,
+    ) -> None:
+        """The modalities, palette and per-modality input fields as JSON-ready lists and dicts; a value that is
+        not a number (list) is a ValueError naming the field (`validate_mfnet` checks the rest)."""
+        self.modalities: list[list[Any]] = [
+            [str(name), *numbers_list(f"modalities: {name!r} channels", [channels], integer=True)]
+            for name, channels in modalities
+        ]
+        self.palette = [numbers_list("palette", c, integer=True) for c in palette] if palette is not None else None
+        self.input_mean = {k: numbers_list(f"input_mean[{k!r}]", v) for k, v in (input_mean or {}).items()}
+        self.input_std = {k: numbers_list(f"input_std[{k!r}]", v) for k, v in (input_std or {}).items()}
+        self.input_scaling = {k: dict(v) for k, v in (input_scaling or {}).items()}
 
     @property
     def modality_names(self) -> list[str]:
@@ -237,8 +254,6 @@ class MFNetConfig(PreTrainedConfig):
 
     def _validate_input_scaling(self) -> None:
         """Every ``input_scaling`` entry reads as a `Scaling`; an unresolved ``stats`` can never be applied."""
-        from ..data.scaling import Scaling
-
         for name, value in self.input_scaling.items():
             try:
                 scaling = Scaling.from_dict(value)
