@@ -1,5 +1,6 @@
-"""Leaf modules that every layer may import (and that import nothing else of mfpeft): class names and colours,
-the label encoding and input scaling that models record, numeric checks, the atomic writer, the cache folder, the lazy-facade rule."""
+"""Leaf modules that every layer may import (and that import nothing else of mfpeft): class names and
+colours, the label encoding and input scaling that models record, numeric checks, the atomic writer, the cache
+folder, the lazy-facade rule."""
 
 from .lazy import lazy_facade
 

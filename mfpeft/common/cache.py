@@ -1,17 +1,17 @@
 """mfpeft's on-disk cache of generated artefacts (the demo data set, the demo encoder).
 
-Each entry is a folder that is built once, in a temporary folder beside it, and renamed into place when complete,
-so an interrupted build leaves nothing half-written and concurrent builders (several training processes) end with
-one complete copy.
+Each entry is a folder that is built once, in a temporary folder beside it, and renamed into place when complete
+(`mfpeft.common.files.atomic_path`), so an interrupted build leaves nothing half-written and concurrent builders
+(several training processes) end with one complete copy.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from mfpeft.common.files import atomic_path
 
 __all__ = ["cache_root", "cached_folder"]
 
@@ -26,9 +26,7 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "mfpeft"
 
 
-def cached_folder(
-    name: str, build: Callable[[Path], None], stamp: str, cache_dir: str | Path | None = None
-) -> Path:
+def cached_folder(name: str, build: Callable[[Path], None], stamp: str, cache_dir: str | Path | None = None) -> Path:
     """The entry ``name`` of the cache, built by ``build(tmp)`` into a temporary folder and renamed into place
     unless already complete.
 
@@ -42,18 +40,17 @@ def cached_folder(
     root = (Path(cache_dir).expanduser() if cache_dir is not None else cache_root()) / name
     if (root / COMPLETE_MARKER).is_file():
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
+    # An entry without its marker (a folder left by hand) is rebuilt and replaced; otherwise a copy another
+    # process installed while this one was building is kept (it was built from the same inputs).
+    replace = root.exists()
     try:
-        build(tmp)
-        (tmp / COMPLETE_MARKER).write_text(stamp + "\n")
-        try:
-            tmp.rename(root)
-        except OSError:
-            # Another process finished first; its copy was built from the same inputs.
-            if not (root / COMPLETE_MARKER).is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(root, folder=True, replace=replace) as staged:
+            build(staged)
+            (staged / COMPLETE_MARKER).write_text(stamp + "\n")
+    except OSError:
+        # Another process installed its copy between our check and our rename.
+        if not (root / COMPLETE_MARKER).is_file():
+            raise
+    if not (root / COMPLETE_MARKER).is_file():
+        raise FileExistsError(f"cache entry {root} exists but is incomplete (no {COMPLETE_MARKER} file); remove it")
     return root

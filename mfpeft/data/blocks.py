@@ -206,7 +206,7 @@ def write_block_assignment(
     block (:func:`block_records`); windows are ``[row, col, height, width]`` in pixels of the tile's first
     modality's raster (its first band file).
     """
-    from mfpeft.engine.reports import write_json
+    from mfpeft.common.files import write_json
 
     records = block_records(splits)
     if not records:
@@ -233,7 +233,8 @@ def _draw_blocks(
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch, Rectangle
 
-    from mfpeft.engine.preview import read_quicklook, save_figure
+    from mfpeft.common.files import save_figure
+    from mfpeft.data.quicklook import read_quicklook
 
     scenes = list(dict.fromkeys(r["tile"] for r in records))
     shown = scenes[:12]

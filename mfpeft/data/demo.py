@@ -10,6 +10,7 @@ Layout (the ``demo`` source reads it): ``{train,validation,test}/tile{i}_{rgb,ds
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -68,83 +69,135 @@ def _erode_boundaries(labels: np.ndarray, radius: int = 1) -> np.ndarray:
     return out
 
 
+@dataclasses.dataclass
+class _Canvas:
+    """The scene being drawn, changed in place by each layer: ``labels`` uint8 (H, W) class indices,
+    ``height`` float64 (H, W) metres, ``colour`` float64 (H, W, 3) RGB before rounding."""
+
+    labels: np.ndarray
+    height: np.ndarray
+    colour: np.ndarray
+
+
 def make_demo_scene(size: int = 512, seed: int = 0) -> DemoScene:
-    """Generate one city scene of ``size`` x ``size`` pixels (0.5 m), deterministic given ``seed``."""
+    """Generate one city scene of ``size`` x ``size`` pixels (0.5 m), deterministic given ``seed``.
+
+    The layers draw from one generator in a fixed order (terrain, shades, streets, textures, blocks, clutter,
+    trees, cars, sensor noise): reordering them changes the data, which needs a new `DEMO_VERSION`.
+    """
     rng = np.random.default_rng(seed)
     h = w = size
-    labels = np.full((h, w), LOW_VEG, dtype=np.uint8)
     height = 2.0 * _smooth_noise(rng, h, w, 128)  # gentle terrain, metres above the base level
     colour = np.empty((h, w, 3))
     colour[:] = _GREEN
     colour += 14.0 * _smooth_noise(rng, h, w, 24)[..., None]  # lawns and canopies vary in shade alike
-
-    # Streets: a jittered grid.
-    def street_lines(n: int) -> list[tuple[int, int]]:
-        lines, pos = [], int(rng.integers(20, 60))
-        while pos < n:
-            width = int(rng.integers(10, 18))
-            lines.append((pos, min(pos + width, n)))
-            pos += width + int(rng.integers(100, 170))
-        return lines
-
-    rows, cols = street_lines(h), street_lines(w)
+    canvas = _Canvas(np.full((h, w), LOW_VEG, dtype=np.uint8), height, colour)
+    rows, cols = _street_lines(rng, h), _street_lines(rng, w)
     road = np.zeros((h, w), dtype=bool)
     for a, b in rows:
         road[a:b, :] = True
     for a, b in cols:
         road[:, a:b] = True
-    labels[road] = IMPERVIOUS
+    canvas.labels[road] = IMPERVIOUS
     grey_texture = 9.0 * _smooth_noise(rng, h, w, 12)[..., None]
-    colour[road] = (_GREY + grey_texture)[road]
-
-    # Blocks between streets: buildings (mostly road-grey flat roofs), squares at ground level (also grey).
-    def gaps(lines: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
-        edges = [0] + [v for line in lines for v in line] + [n]
-        return [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2) if edges[i + 1] - edges[i] > 30]
-
-    for r0, r1 in gaps(rows, h):
-        for c0, c1 in gaps(cols, w):
+    canvas.colour[road] = (_GREY + grey_texture)[road]
+    for r0, r1 in _gaps(rows, h):
+        for c0, c1 in _gaps(cols, w):
             for _ in range(int(rng.integers(1, 4))):
-                bh = int(rng.integers(24, max(25, min(80, r1 - r0 - 8))))
-                bw = int(rng.integers(24, max(25, min(80, c1 - c0 - 8))))
-                if r1 - r0 - bh - 8 <= 4 or c1 - c0 - bw - 8 <= 4:
-                    continue
-                y = r0 + 4 + int(rng.integers(0, r1 - r0 - bh - 8))
-                x = c0 + 4 + int(rng.integers(0, c1 - c0 - bw - 8))
-                area = (slice(y, y + bh), slice(x, x + bw))
-                kind = rng.random()
-                if kind < 0.25:  # a square or car park: grey, at ground level
-                    labels[area] = IMPERVIOUS
-                    colour[area] = _GREY + grey_texture[area]
-                    continue
-                labels[area] = BUILDING
-                roof = _GREY if kind < 0.8 else _RED_ROOF
-                colour[area] = roof + grey_texture[area]
-                height[area] += float(rng.uniform(6.0, 18.0)) + 0.15 * rng.standard_normal((bh, bw))
-
-    # Clutter: brown irregular patches on the ground.
+                _add_block_lot(rng, canvas, (r0, r1, c0, c1), grey_texture)
     yy, xx = np.mgrid[0:h, 0:w]
+    _add_clutter(rng, canvas, yy, xx)
+    _add_trees(rng, canvas, yy, xx)
+    _add_cars(rng, canvas, road, rows, cols)
+    canvas.colour += 7.0 * rng.standard_normal((h, w, 3))
+    canvas.height += 0.2 * rng.standard_normal((h, w)) + 40.0
+    optical = np.clip(np.rint(canvas.colour), 0, 255).astype(np.uint8).transpose(2, 0, 1)
+    return DemoScene(
+        optical=np.ascontiguousarray(optical),
+        dsm=canvas.height.astype(np.float32)[None],
+        labels=canvas.labels,
+        eroded_labels=_erode_boundaries(canvas.labels),
+    )
+
+
+def _street_lines(rng: np.random.Generator, n: int) -> list[tuple[int, int]]:
+    """Streets across one axis of ``n`` pixels, a jittered grid: ``[(start, stop), ...]`` pixel ranges."""
+    lines, pos = [], int(rng.integers(20, 60))
+    while pos < n:
+        width = int(rng.integers(10, 18))
+        lines.append((pos, min(pos + width, n)))
+        pos += width + int(rng.integers(100, 170))
+    return lines
+
+
+def _gaps(lines: list[tuple[int, int]], n: int) -> list[tuple[int, int]]:
+    """The ranges between the streets ``lines`` (and the edges of ``n`` pixels) wider than 30 pixels."""
+    edges = [0] + [v for line in lines for v in line] + [n]
+    return [(edges[i], edges[i + 1]) for i in range(0, len(edges), 2) if edges[i + 1] - edges[i] > 30]
+
+
+def _add_block_lot(
+    rng: np.random.Generator, canvas: _Canvas, block: tuple[int, int, int, int], grey_texture: np.ndarray
+) -> None:
+    """One lot in the city block ``(r0, r1, c0, c1)`` between streets: a building (mostly road-grey flat
+    roofs) or a square at ground level (also grey); nothing when the lot does not fit."""
+    r0, r1, c0, c1 = block
+    bh = int(rng.integers(24, max(25, min(80, r1 - r0 - 8))))
+    bw = int(rng.integers(24, max(25, min(80, c1 - c0 - 8))))
+    if r1 - r0 - bh - 8 <= 4 or c1 - c0 - bw - 8 <= 4:
+        return
+    y = r0 + 4 + int(rng.integers(0, r1 - r0 - bh - 8))
+    x = c0 + 4 + int(rng.integers(0, c1 - c0 - bw - 8))
+    area = (slice(y, y + bh), slice(x, x + bw))
+    kind = rng.random()
+    if kind < 0.25:  # a square or car park: grey, at ground level
+        canvas.labels[area] = IMPERVIOUS
+        canvas.colour[area] = _GREY + grey_texture[area]
+        return
+    canvas.labels[area] = BUILDING
+    roof = _GREY if kind < 0.8 else _RED_ROOF
+    canvas.colour[area] = roof + grey_texture[area]
+    canvas.height[area] += float(rng.uniform(6.0, 18.0)) + 0.15 * rng.standard_normal((bh, bw))
+
+
+def _add_clutter(rng: np.random.Generator, canvas: _Canvas, yy: np.ndarray, xx: np.ndarray) -> None:
+    """Clutter: brown irregular patches on the lawns (``yy``, ``xx``: (H, W) pixel coordinates)."""
+    h, w = canvas.labels.shape
     for _ in range(int(rng.integers(4, 8))):
         cy, cx, r = int(rng.integers(0, h)), int(rng.integers(0, w)), float(rng.uniform(6, 14))
-        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2) & (labels == LOW_VEG)
+        blob = ((yy - cy) ** 2 + (xx - cx) ** 2 < r**2) & (canvas.labels == LOW_VEG)
         blob &= _smooth_noise(rng, h, w, 6) > -0.3
-        labels[blob] = CLUTTER
-        colour[blob] = _BROWN + 8.0 * rng.standard_normal((int(blob.sum()), 3))
-        height[blob] += 0.5
+        canvas.labels[blob] = CLUTTER
+        canvas.colour[blob] = _BROWN + 8.0 * rng.standard_normal((int(blob.sum()), 3))
+        canvas.height[blob] += 0.5
 
-    # Trees: domes on lawns, the lawns' green.
+
+def _add_trees(rng: np.random.Generator, canvas: _Canvas, yy: np.ndarray, xx: np.ndarray) -> None:
+    """Trees: domes on the lawns, keeping the lawns' green (only height tells them apart)."""
+    h, w = canvas.labels.shape
     for _ in range(int(rng.integers(45, 75))):
         cy, cx, r = int(rng.integers(0, h)), int(rng.integers(0, w)), float(rng.uniform(5, 13))
         y0, y1, x0, x1 = max(cy - 14, 0), min(cy + 15, h), max(cx - 14, 0), min(cx + 15, w)
         d2 = (yy[y0:y1, x0:x1] - cy) ** 2 + (xx[y0:y1, x0:x1] - cx) ** 2
-        crown = (d2 < r**2) & (labels[y0:y1, x0:x1] == LOW_VEG)
-        sub_h = height[y0:y1, x0:x1]
+        crown = (d2 < r**2) & (canvas.labels[y0:y1, x0:x1] == LOW_VEG)
+        sub_h = canvas.height[y0:y1, x0:x1]
         top = float(rng.uniform(5.0, 12.0))
         sub_h[crown] += top * np.sqrt(np.clip(1 - d2[crown] / r**2, 0, 1)) + 1.0
-        labels[y0:y1, x0:x1][crown] = TREE
+        canvas.labels[y0:y1, x0:x1][crown] = TREE
 
-    # Cars: small bright rectangles on the streets.
+
+def _add_cars(
+    rng: np.random.Generator,
+    canvas: _Canvas,
+    road: np.ndarray,
+    rows: list[tuple[int, int]],
+    cols: list[tuple[int, int]],
+) -> None:
+    """Cars: small bright rectangles wholly on the streets (``road``: (H, W) bool; ``rows``, ``cols``: the
+    streets' pixel ranges)."""
+    h, w = canvas.labels.shape
     for _ in range(int(rng.integers(15, 30))):
+        # rng.random() is drawn first even without rows: the draw order is part of the data.
         if rng.random() < 0.5 and rows:
             a, b = rows[int(rng.integers(len(rows)))]
             y, x, ch, cw = int(rng.integers(a, max(a + 1, b - 6))), int(rng.integers(0, w - 13)), 6, 12
@@ -154,21 +207,11 @@ def make_demo_scene(size: int = 512, seed: int = 0) -> DemoScene:
         else:
             continue
         area = (slice(y, y + ch), slice(x, x + cw))
-        if not (labels[area] == IMPERVIOUS).all() or not road[area].all():
+        if not (canvas.labels[area] == IMPERVIOUS).all() or not road[area].all():
             continue
-        labels[area] = CAR
-        colour[area] = _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))]
-        height[area] += 1.5
-
-    colour += 7.0 * rng.standard_normal((h, w, 3))
-    height += 0.2 * rng.standard_normal((h, w)) + 40.0
-    optical = np.clip(np.rint(colour), 0, 255).astype(np.uint8).transpose(2, 0, 1)
-    return DemoScene(
-        optical=np.ascontiguousarray(optical),
-        dsm=height.astype(np.float32)[None],
-        labels=labels,
-        eroded_labels=_erode_boundaries(labels),
-    )
+        canvas.labels[area] = CAR
+        canvas.colour[area] = _CAR_COLOURS[int(rng.integers(len(_CAR_COLOURS)))]
+        canvas.height[area] += 1.5
 
 
 def _write(path: Path, data: np.ndarray, transform: Any, nodata: float | None = None) -> None:
@@ -213,4 +256,3 @@ def demo_data_dir(cache_dir: str | Path | None = None, seed: int = 0, size: int 
 
     name = f"demo-{DEMO_VERSION}-seed{seed}{suffix}"
     return cached_folder(name, build, f"mfpeft demo {DEMO_VERSION} seed {seed} size {size}", cache_dir)
-

@@ -136,6 +136,21 @@ class TrainingArguments:
 
     def validate(self) -> None:
         """Raise ValueError naming the first bad field."""
+        self._check_choices()
+        self._check_counts()
+        self._check_optimization()
+        check_generated_base_model(self.base_model)
+        if self.chip_size % 32:
+            raise ValueError(f"chip_size={self.chip_size} must be a multiple of 32")
+        if self.modalities is not None and (not self.modalities or len(set(self.modalities)) != len(self.modalities)):
+            raise ValueError(f"modalities={self.modalities!r} must list distinct names")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
+        from ..data.scaling import parse_scalings
+
+        parse_scalings(self.scaling)  # a bad one names --scaling NAME=TEXT
+
+    def _check_choices(self) -> None:
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner={self.tuner!r} is not one of {TUNERS}")
         if self.preset is not None and self.preset not in PRESETS:
@@ -148,8 +163,13 @@ class TrainingArguments:
             raise ValueError(f"encoder_dtype={self.encoder_dtype!r} must be fp32, bf16-autocast or bf16")
         if self.attn_implementation not in ("eager", "sdpa"):
             raise ValueError(f"attn_implementation={self.attn_implementation!r} must be 'eager' or 'sdpa'")
-        for name in ("rank", "epochs", "steps_per_epoch", "batch_size", "chip_size", "eval_stride",
-                     "eval_batch_size", "checkpoints_total_limit"):  # fmt: skip
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
+
+    def _check_counts(self) -> None:
+        counts = ("rank", "epochs", "steps_per_epoch", "batch_size", "chip_size", "eval_stride", "eval_batch_size",
+                  "checkpoints_total_limit")  # fmt: skip
+        for name in counts:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"{name}={value!r} must be a positive integer")
@@ -159,8 +179,8 @@ class TrainingArguments:
                 raise ValueError(f"{name}={value!r} must be a positive integer or None")
         if not 0 < self.train_fraction <= 1:  # NaN too
             raise ValueError(f"train_fraction={self.train_fraction!r} must be in (0, 1]")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
+
+    def _check_optimization(self) -> None:
         # `not x >= 0` is also true for NaN; math.isfinite rules out inf, which trains on NaN weights.
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ValueError(f"weight_decay={self.weight_decay!r} must be a finite number >= 0")
@@ -172,16 +192,6 @@ class TrainingArguments:
             raise ValueError(f"lr_gamma={self.lr_gamma!r} must be a finite positive number (0.1: LR x0.1 a milestone)")
         if any(not isinstance(m, int) or m <= 0 for m in self.lr_milestones):
             raise ValueError(f"lr_milestones={self.lr_milestones!r} must be positive epoch numbers")
-        check_generated_base_model(self.base_model)
-        if self.chip_size % 32:
-            raise ValueError(f"chip_size={self.chip_size} must be a multiple of 32")
-        if self.modalities is not None and (not self.modalities or len(set(self.modalities)) != len(self.modalities)):
-            raise ValueError(f"modalities={self.modalities!r} must list distinct names")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers={self.num_workers!r} must be >= 0")
-        from ..data.scaling import parse_scalings
-
-        parse_scalings(self.scaling)  # a bad one names --scaling NAME=TEXT
 
     @property
     def total_steps(self) -> int:

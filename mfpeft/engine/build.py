@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from peft import PeftModel, get_peft_model
 
+from ..common.files import atomic_path
 from ..errors import ensure_free_space
 from ..models.adapter_io import BUNDLED_BASE_MODEL
 from ..models.configuration_mfnet import MFNetConfig
@@ -94,18 +94,10 @@ def write_generated_base_model(
                                                         data_seed=data_seed))  # fmt: skip
         model = load_sam_vision_encoder(folder, image_size=image_size)
         model.name_or_path = base_model
-    final = output_dir / "base-model"
-    tmp = output_dir / ".base-model.saving"
-    shutil.rmtree(tmp, ignore_errors=True)
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     ensure_free_space(output_dir, size, f"base model {base_model}")
-    try:
-        save_quietly(model, tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_path(output_dir / "base-model", folder=True) as staged:
+        save_quietly(model, staged)
 
 
 def tuner_config(args: TrainingArguments, num_modalities: int) -> MultimodalConfig:

@@ -23,8 +23,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from ..common.files import install_folder, write_json
 from ..errors import ensure_free_space
-from .reports import write_json
 
 CHECKPOINT_DIR = "checkpoints"
 MANIFEST = "manifest.json"
@@ -205,7 +205,7 @@ def save_checkpoint(
         if accelerator.is_main_process:
             write_json(tmp / TRAINER_STATE, trainer_state, allow_nan=True)
             write_manifest(tmp)
-            _replace_folder(tmp, final)
+            install_folder(tmp, final)  # every process wrote into the one staging name, known to all
             for old in list_checkpoints(run_dir)[:-keep]:
                 shutil.rmtree(old, ignore_errors=True)
     except BaseException:
@@ -214,16 +214,6 @@ def save_checkpoint(
         raise
     accelerator.wait_for_everyone()
     return final
-
-
-def _replace_folder(new: Path, final: Path) -> None:
-    """Rename ``new`` to ``final``; an existing ``final`` is moved aside first and deleted only afterwards."""
-    aside = final.with_name(f".{final.name}.replaced")
-    shutil.rmtree(aside, ignore_errors=True)
-    if final.exists():
-        final.rename(aside)
-    new.rename(final)
-    shutil.rmtree(aside, ignore_errors=True)
 
 
 def load_checkpoint(accelerator: Any, folder: Path) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..common.files import atomic_path, install_folder, write_json
 from ..data.blocks import check_block_size, missing_class_warning, write_block_assignment
 from ..data.checks import check_tile_inputs, count_labels
 from ..data.datasets import RandomChipDataset, collate_chips
@@ -49,7 +50,7 @@ from .checkpoints import (
     scheduler_state,
 )
 from .evaluation import evaluate_tiles
-from .reports import write_chip_previews, write_json
+from .preview import write_chip_previews
 from .summary import sample_value_ranges, sliding_window_count, split_line, tile_sizes
 
 BEST_DIR = "best"
@@ -192,14 +193,8 @@ def run_folder(args: TrainingArguments) -> Path:
 
 def install_run(work_dir: Path, output_dir: Path) -> None:
     """Swap a finished staging folder in for the run it replaces; the old run is deleted only after the swap."""
-    if work_dir == output_dir:
-        return
-    aside = output_dir.with_name(output_dir.name + ".replaced-run")
-    shutil.rmtree(aside, ignore_errors=True)
-    if output_dir.exists():
-        output_dir.rename(aside)
-    work_dir.rename(output_dir)
-    shutil.rmtree(aside, ignore_errors=True)
+    if work_dir != output_dir:
+        install_folder(work_dir, output_dir)
 
 
 def interrupted_detail(work_dir: Path, args: TrainingArguments) -> str:
@@ -225,21 +220,75 @@ def train(args: TrainingArguments) -> TrainResult:
 
 
 def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
-    output_dir = Path(args.output_dir)
+    """The run top to bottom. The order is the order of random draws and module construction after the seed (a
+    resumed run repeats it exactly): data, model, optimizer and loader, loop, then selection, test and save."""
+    accelerator = start_accelerator(args, work_dir)
+    data = load_training_data(args, accelerator)
+    resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, accelerator.print) if args.resume_from_checkpoint else None  # noqa: E501
+    model = build_run_model(args, accelerator, work_dir, data)
+    run = prepare_run(args, accelerator, work_dir, data, model, resume_path)
+    seconds = train_loop(run)
+    unwrapped, metrics, tested = select_and_test(run, seconds)
+    save_run(run, unwrapped, metrics, tested, seconds)
+    return TrainResult(output_dir=Path(args.output_dir), metrics=metrics, steps=run.state.step)
+
+
+# -- build: accelerator, data, model, optimizer --
+
+
+def start_accelerator(args: TrainingArguments, work_dir: Path) -> Accelerator:
+    """Accelerate's state for this run, then the seed (before anything random is drawn or built), then the notices."""
     accelerator = Accelerator(
         mixed_precision=args.mixed_precision,
         log_with=args.report_to,
         project_config=ProjectConfiguration(project_dir=str(work_dir), logging_dir=str(work_dir / "logs")),
     )
     set_seed(args.seed)
-    say = accelerator.print
     notice = idle_cores_notice(accelerator.device.type, accelerator.num_processes)
     if notice:
-        say(notice)
-    if work_dir != output_dir:
-        say(f"--overwrite: training in {work_dir}; it replaces {output_dir} once the run is saved")
+        accelerator.print(notice)
+    if work_dir != Path(args.output_dir):
+        accelerator.print(f"--overwrite: training in {work_dir}; it replaces {args.output_dir} once the run is saved")
+    return accelerator
 
-    # -- data: every check before any training step or file --
+
+@dataclass
+class TrainingData:
+    """The splits of a run and how each is read: what the loop, the scores and the saved model need from the data."""
+
+    splits: dict[str, list[Tile]]
+    train_tiles: list[Tile]  # the selected --train-fraction
+    train_set: RandomChipDataset
+    modalities: list[str]
+    scaling: dict[str, Any]  # raw -> input, resolved once over the training tiles
+    channels: dict[str, int]  # bands per modality, in order
+
+    @property
+    def validation(self) -> list[Tile]:
+        return self.splits["validation"]
+
+    @property
+    def test(self) -> list[Tile]:
+        return self.splits["test"]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.train_tiles[0].label_encoding.classes)
+
+    @property
+    def palette(self) -> Any:
+        return self.train_tiles[0].label_encoding.palette
+
+    @property
+    def score_classes(self) -> list[int] | None:
+        """The ISPRS protocol scores the first five classes (clutter is left out); every other data set all."""
+        isprs = ("impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter")
+        return list(range(5)) if tuple(self.classes[:6]) == isprs else None
+
+
+def load_training_data(args: TrainingArguments, accelerator: Accelerator) -> TrainingData:
+    """Every data check before any training step or file: the source, modalities, scaling, chip size and every
+    raster of every split (`scan_inputs`); then the summary lines."""
     check_block_size(args.source_options, args.chip_size)
     splits = get_source(args.dataset, args.data_dir, **args.source_options)
     if not splits["train"]:
@@ -255,54 +304,88 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
         scaling=scaling,
     )  # fmt: skip
     check_chip_size(args.chip_size, train_set.sizes, [t.name for t in train_tiles])
+    data = TrainingData(splits, train_tiles, train_set, modalities, scaling, modality_channels(train_set, args))
+    say = accelerator.print
+    say(describe_labels(train_tiles))
+    scan_inputs(train_tiles, data.validation, data.test, modalities, data.classes, say)
+    say_data_summary(say, args, train_set, data.validation, data.test, modalities, chips_per_epoch)
+    if not data.validation:
+        say("No validation split: the last step is kept (a model is never selected on the test split).")
+    return data
+
+
+def modality_channels(train_set: RandomChipDataset, args: TrainingArguments) -> dict[str, int]:
+    """The number of bands of each modality, read from the first training tile's top-left chip."""
     height, width = train_set.sizes[0]
     first = train_set.read(0, ChipWindow(0, 0, min(args.chip_size, height), min(args.chip_size, width)))
-    channels = {name: int(first["pixel_values"][name].shape[0]) for name in modalities}
-    encoding = train_tiles[0].label_encoding
-    recorded_scaling = {name: s.to_dict() for name, s in train_set.input_scaling.items()}
-    validation, test = splits["validation"], splits["test"]
-    say(describe_labels(train_tiles))
-    scan_inputs(train_tiles, validation, test, modalities, list(encoding.classes), say)
-    say_data_summary(say, args, train_set, validation, test, modalities, chips_per_epoch)
-    if not validation:
-        say("No validation split: the last step is kept (a model is never selected on the test split).")
-    resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, say) if args.resume_from_checkpoint else None
+    return {name: int(first["pixel_values"][name].shape[0]) for name in train_set.modalities}
 
-    # -- model: a real SAM is loaded before the run folder exists, so a bad --base-model creates nothing --
+
+def build_run_model(args: TrainingArguments, accelerator: Accelerator, work_dir: Path, data: TrainingData) -> Any:
+    """MFNet with its tuner (`build_model`). A real SAM is loaded before the run folder exists, so a bad
+    --base-model creates nothing; a generated encoder is written into the run folder first and loaded from there."""
     generated = is_generated_base_model(args.base_model)
     accelerator.wait_for_everyone()  # every process has decided on the run folder before any creates it
     if generated:
         _create_run_folder(accelerator, args, work_dir)
-    sam_source = base_model_source(args.base_model, work_dir)
-    if generated:
-        what = (
-            "a RANDOM SAM encoder"
-            if args.base_model.startswith(RANDOM_PREFIX)
-            else "NOT SAM, a tiny SAM-shaped encoder pre-trained for seconds on the demo city's optical chips"
-        )
-        say(
-            f"Base model {args.base_model}: {what}. Results check the pipeline only; pass a real SAM "
-            "(--base-model facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
-        )
-    score_classes = list(range(5)) if tuple(encoding.classes[:6]) == (
-        "impervious_surfaces", "building", "low_vegetation", "tree", "car", "clutter") else None  # fmt: skip
+        accelerator.print(generated_base_model_notice(args.base_model))
+    recorded_scaling = {name: s.to_dict() for name, s in data.train_set.input_scaling.items()}
     model = build_model(
-        args, sam_source, modality_channels=channels, classes=encoding.classes, palette=encoding.palette,
-        input_scaling=recorded_scaling, score_classes=score_classes,
+        args, base_model_source(args.base_model, work_dir), modality_channels=data.channels, classes=data.classes,
+        palette=data.palette, input_scaling=recorded_scaling, score_classes=data.score_classes,
     )  # fmt: skip
     if not generated:
         _create_run_folder(accelerator, args, work_dir)
     if accelerator.is_main_process:  # --split-blocks: which block went to which split (nothing written otherwise)
-        write_block_assignment(splits, work_dir, args.source_options)
-    mfnet: Any = model.get_base_model()
+        write_block_assignment(data.splits, work_dir, args.source_options)
+    config: Any = model.get_base_model().config
     # Record which encoder, not where it is on this machine: the folder stays loadable when moved or pushed.
-    mfnet.config.sam_name_or_path = recorded_base_model(args.base_model)
-    mfnet.config.vision_config._name_or_path = mfnet.config.sam_name_or_path
+    config.sam_name_or_path = recorded_base_model(args.base_model)
+    config.vision_config._name_or_path = config.sam_name_or_path
     # The whole label encoding (code map, classes, colours): evaluate and predict read raw labels without it.
-    mfnet.config.label_encoding = train_tiles[0].recorded_encoding.to_dict()
-    mfnet.config.validate_mfnet()
+    config.label_encoding = data.train_tiles[0].recorded_encoding.to_dict()
+    config.validate_mfnet()
+    return model
+
+
+def generated_base_model_notice(base_model: str) -> str:
+    """What a generated encoder is, and that its scores check the pipeline only."""
+    what = (
+        "a RANDOM SAM encoder"
+        if base_model.startswith(RANDOM_PREFIX)
+        else "NOT SAM, a tiny SAM-shaped encoder pre-trained for seconds on the demo city's optical chips"
+    )
+    return (
+        f"Base model {base_model}: {what}. Results check the pipeline only; pass a real SAM "
+        "(--base-model facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
+    )
+
+
+@dataclass
+class TrainingRun:
+    """Everything the loop and the final save work on, prepared by Accelerate (`prepare_run`)."""
+
+    args: TrainingArguments
+    accelerator: Accelerator
+    work_dir: Path  # --output-dir, or its staging sibling for --overwrite
+    data: TrainingData
+    model: Any  # the prepared PeftModel (DDP-wrapped on several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.MultiStepLR
+    loader: DataLoader[Any]
+    checkpoint_bytes: int  # the free-space check before each checkpoint
+    state: TrainState = field(default_factory=TrainState)
+
+
+def prepare_run(
+    args: TrainingArguments, accelerator: Accelerator, work_dir: Path, data: TrainingData, model: Any,
+    resume_path: Path | None,
+) -> TrainingRun:
+    """The optimizer over the trainable parameters, the LR schedule and the loader, prepared by Accelerate; the
+    saved state of ``resume_path`` loaded into them; the trackers started."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    say(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; modalities {channels}")
+    accelerator.print(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; "
+                      f"modalities {data.channels}")  # fmt: skip
     optimizer = make_optimizer(trainable, args)
     # Milestones are counted in optimizer steps of one process; stepped by hand so that Accelerate does not
     # advance the schedule once per process.
@@ -312,49 +395,41 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     # The loader gets its own generator: creating an iterator draws a seed from it, and drawing from the global
     # RNG instead would shift dropout after a resume (a new iterator is made there) and break exact resumption.
     loader = DataLoader(
-        train_set,
-        batch_size=args.batch_size,
-        collate_fn=collate_chips,
-        num_workers=args.num_workers,
-        drop_last=True,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+        data.train_set, batch_size=args.batch_size, collate_fn=collate_chips, num_workers=args.num_workers,
+        drop_last=True, generator=torch.Generator().manual_seed(args.seed),
+    )  # fmt: skip
     # Model state plus up to two optimizer moments per trained value (AdamW), for the free-space check.
     checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     checkpoint_bytes += 2 * sum(p.numel() * p.element_size() for p in trainable)
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-    state = TrainState()
+    run = TrainingRun(args, accelerator, work_dir, data, model, optimizer, scheduler, loader, checkpoint_bytes)
     if resume_path is not None:
         # Only JSON and weights_only files are read (mfpeft.engine.checkpoints); nothing is registered for
         # Accelerate's pickled custom states.
         saved = load_checkpoint(accelerator, resume_path)
-        state.load_state_dict(saved["train_state"])
+        run.state.load_state_dict(saved["train_state"])
         load_scheduler_state(scheduler, saved["scheduler"])
-        say(f"Resumed from {resume_path} at step {state.step}")
+        accelerator.print(f"Resumed from {resume_path} at step {run.state.step}")
     if args.report_to:
         accelerator.init_trackers("mfpeft", config={k: str(v) for k, v in args.to_json().items()})
+    return run
 
-    def validate() -> dict[str, Any]:
-        matrix = evaluate_tiles(
-            accelerator.unwrap_model(model), validation, modalities=modalities, num_labels=len(encoding.classes),
-            chip_size=args.chip_size, stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=scaling,
-            accelerator=accelerator,
-        )  # fmt: skip
-        return segmentation_scores(matrix.matrix, list(encoding.classes), score_classes)
 
-    # -- the loop --
-    total = args.total_steps
-    eval_every = args.eval_every or args.steps_per_epoch
+# -- the loop --
+
+
+def train_loop(run: TrainingRun) -> float:
+    """Optimizer steps from ``run.state.step`` to ``args.total_steps``, validating every ``eval_every`` steps (and
+    at the last) and checkpointing every ``checkpoint_every``; returns the seconds it took."""
+    args, accelerator, state = run.args, run.accelerator, run.state
+    model, optimizer, scheduler = run.model, run.optimizer, run.scheduler
+    total, eval_every = args.total_steps, args.eval_every or args.steps_per_epoch
     progress = tqdm(total=total, initial=state.step, desc="train", disable=not accelerator.is_local_main_process)
     started, running = time.time(), float("nan")
     try:  # the bar ends its line before anything else is printed, an interruption's message too
         model.train()
         while state.step < total:
-            epoch = state.step // args.steps_per_epoch
-            train_set.set_epoch(epoch)
-            skip = state.step - epoch * args.steps_per_epoch
-            batches = accelerator.skip_first_batches(loader, skip) if skip else loader
-            for batch in batches:
+            for batch in epoch_batches(run):
                 outputs = model(pixel_values=batch["pixel_values"], labels=batch["labels"])
                 accelerator.backward(outputs.loss)
                 optimizer.step()
@@ -363,77 +438,129 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
                 state.step += 1
                 loss = outputs.loss.detach().float().item()
                 running = loss if math.isnan(running) else 0.9 * running + 0.1 * loss
+                lr = scheduler.get_last_lr()[0]
                 progress.update(1)
-                progress.set_postfix(loss=f"{running:.3f}", lr=f"{scheduler.get_last_lr()[0]:.2g}")
-                accelerator.log({"train/loss": loss, "train/lr": scheduler.get_last_lr()[0]}, step=state.step)
-
-                if validation and (state.step % eval_every == 0 or state.step == total):
-                    model.eval()
-                    scores = validate()
-                    model.train()
-                    entry = {"step": state.step, "loss": running, "val_mIoU": scores["mean_iou"],
-                             "val_OA": scores["overall_accuracy"], "val_mF1": scores["mean_f1"]}  # fmt: skip
-                    state.history.append(entry)
-                    accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.step)
-                    say(f"step {state.step}: loss {running:.4f}, validation mIoU {scores['mean_iou']:.4f}")
-                    if scores["mean_iou"] > state.best_miou:
-                        state.best_miou, state.best_step = scores["mean_iou"], state.step
-                        state.best_scores = scores_to_json(scores)
-                        if accelerator.is_main_process:
-                            save_adapter(accelerator.unwrap_model(model), work_dir / BEST_DIR)
+                progress.set_postfix(loss=f"{running:.3f}", lr=f"{lr:.2g}")
+                accelerator.log({"train/loss": loss, "train/lr": lr}, step=state.step)
+                if run.data.validation and (state.step % eval_every == 0 or state.step == total):
+                    validate_and_select(run, running)
                 if args.checkpoint_every and state.step % args.checkpoint_every == 0:
-                    trainer_state = {"train_state": state.state_dict(), "scheduler": scheduler_state(scheduler)}
-                    save_checkpoint(accelerator, work_dir, state.step, trainer_state, args.checkpoints_total_limit,
-                                    size_hint=checkpoint_bytes)  # fmt: skip
+                    save_training_state(run)
                 if state.step >= total:
                     break
     finally:
         progress.close()
     accelerator.wait_for_everyone()
-    seconds = time.time() - started
+    return time.time() - started
 
-    # -- select, test, save --
-    unwrapped = accelerator.unwrap_model(model)
-    best = work_dir / BEST_DIR
-    if validation and (best / "adapter_model.safetensors").is_file():
+
+def epoch_batches(run: TrainingRun) -> Any:
+    """The batches left in the current epoch: those a resumed run already took are skipped, not drawn again."""
+    epoch = run.state.step // run.args.steps_per_epoch
+    run.data.train_set.set_epoch(epoch)
+    skip = run.state.step - epoch * run.args.steps_per_epoch
+    return run.accelerator.skip_first_batches(run.loader, skip) if skip else run.loader
+
+
+def validate_and_select(run: TrainingRun, running_loss: float) -> None:
+    """Score the validation split, log it, and keep the adapter in ``best/`` when its mIoU is the best so far."""
+    state, accelerator = run.state, run.accelerator
+    run.model.eval()
+    scores, _ = score_split(run, run.data.validation)
+    run.model.train()
+    entry = {"step": state.step, "loss": running_loss, "val_mIoU": scores["mean_iou"],
+             "val_OA": scores["overall_accuracy"], "val_mF1": scores["mean_f1"]}  # fmt: skip
+    state.history.append(entry)
+    accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.step)
+    accelerator.print(f"step {state.step}: loss {running_loss:.4f}, validation mIoU {scores['mean_iou']:.4f}")
+    if scores["mean_iou"] > state.best_miou:
+        state.best_miou, state.best_step = scores["mean_iou"], state.step
+        state.best_scores = scores_to_json(scores)
+        if accelerator.is_main_process:
+            save_adapter(accelerator.unwrap_model(run.model), run.work_dir / BEST_DIR)
+
+
+def score_split(run: TrainingRun, tiles: list[Tile]) -> tuple[dict[str, Any], Any]:
+    """Sliding-window scores of the model on ``tiles`` (all processes share the windows) and the confusion matrix
+    ((K, K) numpy, rows reference)."""
+    data, args = run.data, run.args
+    matrix = evaluate_tiles(
+        run.accelerator.unwrap_model(run.model), tiles, modalities=data.modalities, num_labels=len(data.classes),
+        chip_size=args.chip_size, stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=data.scaling,
+        accelerator=run.accelerator,
+    )  # fmt: skip
+    return segmentation_scores(matrix.matrix, data.classes, data.score_classes), matrix.matrix
+
+
+def save_training_state(run: TrainingRun) -> None:
+    """A resumable checkpoint of the step just taken (every process writes its part)."""
+    trainer_state = {"train_state": run.state.state_dict(), "scheduler": scheduler_state(run.scheduler)}
+    save_checkpoint(run.accelerator, run.work_dir, run.state.step, trainer_state, run.args.checkpoints_total_limit,
+                    size_hint=run.checkpoint_bytes)  # fmt: skip
+
+
+# -- select, test, save --
+
+
+def select_and_test(run: TrainingRun, seconds: float) -> tuple[Any, dict[str, Any], tuple[dict[str, Any], Any] | None]:
+    """Load the selected step's adapter (the best validation mIoU; without validation the last step), score the
+    test split with it, and gather the metrics. Returns the unwrapped model, the metrics and the test scores with
+    their confusion matrix (None without a test split)."""
+    state, data = run.state, run.data
+    unwrapped = run.accelerator.unwrap_model(run.model)
+    best = run.work_dir / BEST_DIR
+    if data.validation and (best / "adapter_model.safetensors").is_file():
         load_trained_weights(unwrapped, best)
     unwrapped.eval()
     metrics: dict[str, Any] = {"steps": state.step, "train_seconds": round(seconds, 1), "history": state.history,
-                               "selected_step": state.best_step if validation else state.step}  # fmt: skip
-    if validation:
+                               "selected_step": state.best_step if data.validation else state.step}  # fmt: skip
+    if data.validation:
         metrics["validation"] = state.best_scores  # scored when selected; the weights are those of that step
-    if test:
-        matrix = evaluate_tiles(
-            unwrapped, test, modalities=modalities, num_labels=len(encoding.classes), chip_size=args.chip_size,
-            stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=scaling, accelerator=accelerator,
-        )  # fmt: skip
-        test_scores = segmentation_scores(matrix.matrix, list(encoding.classes), score_classes)
-        metrics["test"] = scores_to_json(test_scores)
-        metrics["test"]["confusion_matrix"] = matrix.matrix.tolist()
-        plot_scores = test_scores
+    if not data.test:
+        return unwrapped, metrics, None
+    scores, matrix = score_split(run, data.test)
+    metrics["test"] = scores_to_json(scores)
+    metrics["test"]["confusion_matrix"] = matrix.tolist()
+    return unwrapped, metrics, (scores, matrix)
+
+
+def save_run(
+    run: TrainingRun, unwrapped: Any, metrics: dict[str, Any], tested: tuple[dict[str, Any], Any] | None,
+    seconds: float,
+) -> None:
+    """On the main process: the adapter with its model card, metrics.json, plots and previews, the run swapped into
+    --output-dir (for --overwrite), the push; then every process ends the run."""
+    args, accelerator, work_dir, data = run.args, run.accelerator, run.work_dir, run.data
+    output_dir, say = Path(args.output_dir), accelerator.print
     if accelerator.is_main_process:
-        mfnet.config.evaluation_results = summary(metrics)
-        mfnet.config.training_hyperparameters = training_hyperparameters(args, state.step, accelerator.num_processes)
+        config = unwrapped.get_base_model().config
+        config.evaluation_results = summary(metrics)
+        config.training_hyperparameters = training_hyperparameters(args, run.state.step, accelerator.num_processes)
         save_adapter(unwrapped, work_dir)
         write_json(work_dir / "metrics.json", metrics)
-        if test:
-            write_plots(plot_scores, matrix.matrix, list(encoding.classes), work_dir)
-        if validation:
-            preview_set = RandomChipDataset(validation, modalities, chip_size=args.chip_size, length=4, seed=1,
-                                            augment=False, scaling=scaling)  # fmt: skip
-            write_chip_previews(
-                unwrapped, [preview_set[i] for i in range(4)], encoding.palette, work_dir / "preview.png",
-                device=accelerator.device,
-            )  # fmt: skip
+        if tested is not None:
+            write_plots(tested[0], tested[1], data.classes, work_dir)
+        if data.validation:
+            write_validation_previews(run, unwrapped)
         install_run(work_dir, output_dir)
         if args.push_to_hub:
             push_adapter_to_hub(unwrapped, args.push_to_hub, base_model_dir=output_dir / "base-model")
             say(f"Pushed the adapter to {args.push_to_hub}")
-        say(f"Saved the adapter and reports to {output_dir} ({state.step} steps in {seconds:.0f} s)")
+        say(f"Saved the adapter and reports to {output_dir} ({run.state.step} steps in {seconds:.0f} s)")
         say("Scores: " + scores_line(metrics))
     accelerator.wait_for_everyone()
     accelerator.end_training()
-    return TrainResult(output_dir=output_dir, metrics=metrics, steps=state.step)
+
+
+def write_validation_previews(run: TrainingRun, unwrapped: Any) -> None:
+    """``preview.png``: four fixed validation chips (seed 1, no augmentation) with labels and prediction."""
+    data, args = run.data, run.args
+    preview_set = RandomChipDataset(data.validation, data.modalities, chip_size=args.chip_size, length=4, seed=1,
+                                    augment=False, scaling=data.scaling)  # fmt: skip
+    write_chip_previews(
+        unwrapped, [preview_set[i] for i in range(4)], data.palette, run.work_dir / "preview.png",
+        device=run.accelerator.device,
+    )  # fmt: skip
 
 
 def _create_run_folder(accelerator: Accelerator, args: TrainingArguments, work_dir: Path) -> None:
@@ -495,17 +622,10 @@ def training_hyperparameters(args: TrainingArguments, steps: int, num_processes:
 
 
 def save_adapter(peft_model: Any, folder: Path) -> None:
-    """Write the adapter folder through a temporary sibling so a reader never sees half of it, and a failure (full
-    disk, signal) leaves neither the sibling nor a half-replaced folder."""
-    tmp = folder.with_name(folder.name + ".saving")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        peft_model.save_pretrained(str(tmp))
-        folder.mkdir(parents=True, exist_ok=True)
-        for path in tmp.iterdir():
-            path.replace(folder / path.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Write the adapter files into ``folder`` through a temporary sibling (`mfpeft.common.files`): a reader never
+    sees half of them, and a failure (full disk, signal) leaves neither the sibling nor a half-replaced file."""
+    with atomic_path(folder, folder=True, merge=True) as staged:
+        peft_model.save_pretrained(str(staged))
 
 
 def load_trained_weights(peft_model: Any, folder: Path) -> None:

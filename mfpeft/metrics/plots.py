@@ -15,22 +15,11 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from mfpeft.common.files import write_atomically
+from mfpeft.common.files import save_figure
 
 PathLike = str | os.PathLike[str]
-
-
-def _save_png(figure: Figure, path: PathLike, dpi: int) -> Path:
-    """Render ``figure`` as a PNG at ``path``, which appears only once complete (`mfpeft.common.files`)."""
-    target = Path(path)
-    folder = target.parent
-    if not folder.is_dir():  # a typo in an output folder is an error, not a new folder
-        raise FileNotFoundError(f"cannot write {target}: folder {folder} does not exist")
-    FigureCanvasAgg(figure)
-    return write_atomically(target, lambda temp: figure.savefig(temp, format="png", dpi=dpi))
 
 
 def _compact_count(count: int) -> str:
@@ -92,7 +81,7 @@ def plot_confusion_matrix(
                 fontsize=font_size,
                 color=colour,
             )
-    return _save_png(figure, path, dpi)
+    return save_figure(figure, path, dpi)
 
 
 def plot_per_class(scores: dict[str, Any], path: PathLike, dpi: int = 100) -> Path:
@@ -143,4 +132,4 @@ def plot_per_class(scores: dict[str, Any], path: PathLike, dpi: int = 100) -> Pa
     axes.set_ylabel("score")
     axes.set_title("Per-class F1 and IoU", fontsize=10)
     axes.legend(loc="lower right", fontsize=8)
-    return _save_png(figure, path, dpi)
+    return save_figure(figure, path, dpi)

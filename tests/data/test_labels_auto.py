@@ -267,9 +267,9 @@ def test_one_colouriser_and_one_default_palette(tmp_path: Path) -> None:
     from matplotlib.image import imread
 
     from mfpeft.data import palette as palettes
-    from mfpeft.engine import predict, preview, reports
+    from mfpeft.engine import predict, preview
 
-    assert preview.colourise is palettes.colourise and not hasattr(reports, "colorize")
+    assert preview.colourise is palettes.colourise and not hasattr(preview, "colorize")
     assert not hasattr(preview, "_default_palette")
     table = predict._colormap(None, 22)
     assert [table[k][:3] for k in range(22)] == list(palettes.default_palette(22)) and table[255] == (0, 0, 0, 0)

@@ -8,9 +8,8 @@ import pytest
 import torch
 
 import mfpeft
-from mfpeft.engine import build
+from mfpeft.engine import build, demo_encoder
 from mfpeft.engine.demo_encoder import DemoPretrainingConfig, demo_encoder_dir, pretrain_demo_encoder
-from mfpeft.engine import demo_encoder
 from mfpeft.models.sam.loading import random_sam_vision_model
 
 SMALL = DemoPretrainingConfig(steps=4, batch_size=4)

@@ -43,8 +43,8 @@ def save_adapter(root: Path) -> Path:
 def evaluate_command(out_dir: Path) -> None:
     """``mfpeft evaluate`` through the CLI; records, per process, the windows read, the stdout and the writes."""
     from mfpeft import cli
+    from mfpeft.common import files as reports  # the JSON writer the command calls
     from mfpeft.data.raster import TileReader
-    from mfpeft.engine import reports
 
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else evaluation._env_int(["RANK"], 0)
     chips, pooled, writes = [0], [], []

@@ -207,7 +207,8 @@ def test_a_signalled_run_keeps_its_checkpoints_and_says_how_to_resume(
     lines = [line for line in err.splitlines() if line.startswith("train.py:")]
     assert len(lines) == 1 and f"interrupted by {signal.Signals(signum).name}" in lines[0]
     assert "--resume-from-checkpoint latest" in lines[0]
-    leftovers = [p.name for p in out.rglob("*") if p.name.endswith((".incomplete", ".saving", ".tmp"))]
+    stale = (".incomplete", ".saving", ".tmp")
+    leftovers = [p.name for p in out.rglob("*") if p.name.endswith(stale) or ".partial-" in p.name]
     assert not leftovers, leftovers
     newest = find_checkpoint(out, "latest")
     step = int(newest.name.split("_")[1])
