@@ -1,4 +1,4 @@
-"""Command-line parsing of `TrainingArguments` (dashed flags) plus the data-source options."""
+"""Command-line parsing of `TrainingArguments` (dashed flags) plus the data-source options (`mfpeft.cli.options`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 from ..engine.arguments import TrainingArguments, apply_preset
 
-# Fields set from the shared data-source flags (mfpeft.cli.add_source_arguments), not flags of their own.
+# Fields set from the shared data-source flags (mfpeft.cli.options.add_source_arguments), not flags of their own.
 _NOT_FLAGS = ("source_options", "scaling")
 
 
@@ -55,7 +55,7 @@ def training_arguments_from(
     """Build validated arguments: explicit flags win over the preset, the preset over the defaults.
 
     ``source_options`` and ``scaling`` (parsed ``--scaling``) come from the shared data-source flags
-    (`mfpeft.cli.source_options`, `mfpeft.cli.scaling_options`)."""
+    (`mfpeft.cli.options.source_options`, `mfpeft.cli.options.scaling_options`)."""
     names = {f.name for f in dataclasses.fields(TrainingArguments)} - set(_NOT_FLAGS)
     explicit = {k: v for k, v in vars(namespace).items() if k in names}
     args = TrainingArguments(**explicit, source_options=source_options, scaling=dict(scaling or {}))
@@ -64,7 +64,7 @@ def training_arguments_from(
 
 def parse_training_arguments(argv: Sequence[str] | None = None) -> TrainingArguments:
     """Parse a recipe's command line (training flags and the data-source flags of ``mfpeft prepare``)."""
-    from .main import add_source_arguments, scaling_options, source_options
+    from .options import add_source_arguments, scaling_options, source_options
 
     parser = argparse.ArgumentParser(description="Train MFNet (SAM + multimodal PEFT tuner + DFM + UNetFormer).")
     add_training_arguments(parser)

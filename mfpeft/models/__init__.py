@@ -1,8 +1,12 @@
-"""MFNet model: configuration, modeling, SAM loading, adapter folders."""
+"""MFNet model: configuration, modeling, SAM loading, adapter folders.
+
+Importing the package registers MFNet with transformers' Auto classes and, through `adapter_io`, the save hook
+that writes ``config.json`` and the model card into every adapter folder saved from an MFNet.
+"""
 
 from transformers import AutoConfig, AutoModel, AutoModelForSemanticSegmentation
 
-from .adapter_io import push_adapter_to_hub
+from .adapter_io import push_adapter_to_hub  # also registers the adapter folder's save hook
 from .configuration_mfnet import MFNetConfig
 from .decoder import UNetFormerDecoder
 from .fusion import DeepFusionModule, LayerNorm2d, SimpleFeaturePyramid, SqueezeExcitation

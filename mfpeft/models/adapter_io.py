@@ -1,15 +1,22 @@
-"""Loading an MFNet adapter folder: config.json + adapter_config.json + adapter_model.safetensors (+ README.md).
+"""The one owner of an MFNet adapter folder: config.json + adapter_config.json + adapter_model.safetensors + README.md.
 
-The folder holds only what was trained (tuner weights, DFM and decoder); the frozen SAM comes from
-``sam_name_or_path`` in ``config.json`` or from a ``base_model`` override.
+Saving: peft writes the weights and the tuner writes ``adapter_config.json``; `write_model_files` (a save hook of
+the tuner configs, `mfpeft.tuners.add_save_hook`) adds ``config.json`` and the model card. Checking, loading and
+pushing to the Hub live here too. The folder holds only what was trained (tuner weights, DFM and decoder); the
+frozen SAM comes from ``sam_name_or_path`` in ``config.json`` or from a ``base_model`` override. Tuners are known
+only through their self-description (`mfpeft.tuners.MultimodalConfig`) and the registry of multimodal peft types.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+from ..tuners.config import MultimodalConfig, add_save_hook
+from ..tuners.registration import is_multimodal_peft_type, multimodal_config_class, registered_peft_types
 from .configuration_mfnet import MFNetConfig
+from .model_card import write_model_card
 from .sam.loading import SamLoadError, find_safetensors, load_sam_vision_encoder, size_name
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -20,6 +27,32 @@ ADAPTER_FILES = (MODEL_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
 BUNDLED_BASE_MODEL = "./base-model"
 """``sam_name_or_path`` of a model that carries its encoder in its own ``base-model/`` subfolder (a generated
 encoder): resolved against the model folder, so the folder loads wherever it is moved, copied or pushed."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """The JSON object in ``path``; ValueError naming the file when it is unreadable or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not readable JSON ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+@add_save_hook
+def write_model_files(save_directory: str, adapter_config: MultimodalConfig) -> None:
+    """Beside a saved ``adapter_config.json`` of an adapter on MFNet: ``config.json`` and the model card.
+
+    Runs when peft saves the adapter (`PeftModel.save_pretrained`, `push_to_hub`); an adapter on another model
+    (a bare SAM encoder) gets no MFNet files. The model config is the tuned model's current one, so the folder
+    alone rebuilds the model.
+    """
+    model_config = adapter_config.tuned_model_config
+    if not isinstance(model_config, MFNetConfig):
+        return
+    model_config.save_pretrained(save_directory)
+    write_model_card(save_directory, model_config.to_dict(), adapter_config)
 
 
 def resolve_base_model(folder: Path, recorded: str) -> str:
@@ -68,8 +101,6 @@ def check_checkpoint_folder(name_or_path: str | Path) -> None:
 
     A Hub id passes (transformers then downloads safetensors only). Raises ValueError naming the path.
     """
-    from .modeling_mfnet import read_json
-
     path = Path(name_or_path).expanduser()
     if not path.exists():
         return
@@ -89,19 +120,16 @@ def check_checkpoint_folder(name_or_path: str | Path) -> None:
 
 def check_adapter_folder(folder: Path) -> tuple[MFNetConfig, Any, dict[str, list[int]]]:
     """Validate an adapter folder: (MFNet config, tuner config, {saved weight: shape}); errors name file and value."""
-    from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
-
-    from .modeling_mfnet import read_json
-
     if not (folder / ADAPTER_CONFIG).is_file():
         raise _refuse_model_folder(folder, f"no {ADAPTER_CONFIG}")
     peft_type = read_json(folder / ADAPTER_CONFIG).get("peft_type")
-    if peft_type not in ("MMLORA", "MMADAPTER"):
+    if not is_multimodal_peft_type(peft_type):
         raise ValueError(
-            f"{folder / ADAPTER_CONFIG}: peft_type {peft_type!r} is not an mfpeft tuner (MMLORA/MMADAPTER)"
+            f"{folder / ADAPTER_CONFIG}: peft_type {peft_type!r} is not an mfpeft tuner "
+            f"({'/'.join(registered_peft_types())})"
         )
-    # Both classes name the file in a bad value's error (their from_pretrained), so no wrapping here.
-    peft_config = PEFT_TYPE_TO_CONFIG_MAPPING[peft_type].from_pretrained(str(folder))  # type: ignore[index]
+    # Multimodal configs name the file in a bad value's error (their from_pretrained), so no wrapping here.
+    peft_config = multimodal_config_class(peft_type).from_pretrained(str(folder))
     if not (folder / MODEL_CONFIG).is_file():
         raise ValueError(f"{folder}: no {MODEL_CONFIG}; this adapter was not saved from an MFNet model")
     raw = read_json(folder / MODEL_CONFIG)

@@ -1,4 +1,8 @@
-"""The model card (README.md) written beside an MFNet adapter."""
+"""The model card (README.md) written beside an MFNet adapter.
+
+Tuner-agnostic: the tuner is named and described by its config (`MultimodalConfig.tuner_name`,
+`card_description`, `cross_modal`, `peft_type`), so a new tuner's card needs no change here.
+"""
 
 from __future__ import annotations
 
@@ -6,27 +10,56 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from ..data.palette import hex_colour, palette_or_default
+from ..common.classes import IGNORE_INDEX, hex_colour, palette_or_default
+from ..common.files import write_text
 from .sam.loading import size_name
+
+CITATION = (
+    "Ma, Zhang, Pun, Huang, *A Unified Framework with Multimodal Fine-tuning for Remote Sensing Semantic "
+    "Segmentation*, IEEE TGRS 2025."
+)
 
 
 def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
-    """Markdown with YAML front matter: base model, tuner, classes and palette, modalities, metrics, training, usage."""
+    """Markdown with YAML front matter: base model, tuner, classes and palette, modalities, metrics, training, usage.
+
+    ``model_config`` is MFNet's ``config.json`` as a dict; ``adapter_config`` a `MultimodalConfig`.
+    """
     from transformers import SamVisionConfig
 
     vision = SamVisionConfig(**model_config["vision_config"])
-    peft_type = str(getattr(adapter_config.peft_type, "value", adapter_config.peft_type))
-    tuner = {"MMLORA": "MMLoRA", "MMADAPTER": "MMAdapter"}.get(peft_type, peft_type)
-    cross = getattr(adapter_config, "cross_modal", True)
-    if peft_type == "MMLORA":
-        detail = f"rank r = {adapter_config.r}, alpha = {adapter_config.alpha}"
-    else:
-        detail = f"bottleneck = {adapter_config.bottleneck_ratio} x D, activation {adapter_config.activation}"
     id2label = {int(k): v for k, v in model_config.get("id2label", {}).items()}
     palette = palette_or_default(model_config.get("palette"), len(id2label))
-    modalities = model_config.get("modalities", [])
-    base = model_config.get("sam_name_or_path", "")
-    results = model_config.get("evaluation_results") or {}
+    modalities = [(str(name), int(channels)) for name, channels in model_config.get("modalities", [])]
+    lines = [
+        *_front_matter(str(model_config.get("sam_name_or_path", "")), adapter_config),
+        "",
+        "# MFNet multimodal segmentation adapter",
+        "",
+        _summary(vision, str(model_config.get("sam_name_or_path", "")), adapter_config),
+        "",
+        *_modality_table(modalities, model_config.get("input_scaling") or {}),
+        "",
+        "## Classes",
+        "",
+        *_class_table(id2label, palette, model_config.get("label_encoding")),
+        "",
+        *_evaluation(model_config.get("evaluation_results") or {}),
+        *_training(model_config.get("training_hyperparameters") or {}),
+        "",
+        *_usage(modalities, vision.image_size, len(id2label)),
+        "",
+        "## Citation",
+        "",
+        CITATION,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _front_matter(base: str, adapter_config: Any) -> list[str]:
+    """YAML front matter; ``base_model`` only for a Hub id (not a local folder, a random or a demo encoder)."""
+    peft_type = str(getattr(adapter_config.peft_type, "value", adapter_config.peft_type))
     front = [
         "---",
         "library_name: peft",
@@ -36,42 +69,50 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
     ]
     if base and not os.path.exists(base) and not base.startswith(("random:", "demo:")):
         front.append(f"base_model: {base}")
-    front.append("---")
-    lines = [
-        *front,
-        "",
-        "# MFNet multimodal segmentation adapter",
-        "",
-        f"MFNet (Ma et al., IEEE TGRS 2025) fine-tuned with **{tuner}** ({detail}, "
-        f"{'cross-modal' if cross else 'per-modality, no cross-modal term'}) on SAM's frozen "
+    return [*front, "---"]
+
+
+def _summary(vision: Any, base: str, adapter_config: Any) -> str:
+    """The opening paragraph: which tuner, how set, on which SAM, what the repository holds."""
+    mixing = "cross-modal" if getattr(adapter_config, "cross_modal", True) else "per-modality, no cross-modal term"
+    return (
+        f"MFNet (Ma et al., IEEE TGRS 2025) fine-tuned with **{adapter_config.tuner_name}** "
+        f"({adapter_config.card_description()}, {mixing}) on SAM's frozen "
         f"{size_name(vision)} image encoder at {vision.image_size} x {vision.image_size} chips. "
         "This repository holds only the trained weights (tuner, Deep Fusion Module, UNetFormer decoder); "
-        f"SAM itself is loaded from `{base}`.",
-        "",
-        "## Modalities",
-        "",
-        "| order | name | channels | scaling |",
-        "|---|---|---|---|",
-    ]
-    scaling = model_config.get("input_scaling") or {}
+        f"SAM itself is loaded from `{base}`."
+    )
+
+
+def _modality_table(modalities: Sequence[tuple[str, int]], scaling: dict[str, Any]) -> list[str]:
+    lines = ["## Modalities", "", "| order | name | channels | scaling |", "|---|---|---|---|"]
     for index, (name, channels) in enumerate(modalities):
         lines.append(f"| {index} | {name} | {channels} | {scaling.get(name, {}).get('mode', 'as given')} |")
-    lines += ["", "## Classes", "", *_class_table(id2label, palette, model_config.get("label_encoding"))]
-    lines += ["", "## Evaluation", ""]
-    if results:
-        lines += ["| metric | value |", "|---|---|"]
-        for key, value in results.items():
-            if isinstance(value, (int, float)):
-                lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
-    else:
-        lines.append("No metrics were recorded for this adapter.")
-    training = model_config.get("training_hyperparameters") or {}
-    if training:
-        lines += ["", "## Training", "", "| hyperparameter | value |", "|---|---|"]
-        lines += [f"| {key} | {value} |" for key, value in training.items()]
-    inputs = ", ".join(f'"{n}": torch.rand(1, {c}, {vision.image_size}, {vision.image_size})' for n, c in modalities)
-    lines += [
-        "",
+    return lines
+
+
+def _evaluation(results: dict[str, Any]) -> list[str]:
+    if not results:
+        return ["## Evaluation", "", "No metrics were recorded for this adapter."]
+    lines = ["## Evaluation", "", "| metric | value |", "|---|---|"]
+    for key, value in results.items():
+        if isinstance(value, (int, float)):
+            lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+    return lines
+
+
+def _training(training: dict[str, Any]) -> list[str]:
+    if not training:
+        return []
+    return ["", "## Training", "", "| hyperparameter | value |", "|---|---|"] + [
+        f"| {key} | {value} |" for key, value in training.items()
+    ]
+
+
+def _usage(modalities: Sequence[tuple[str, int]], size: object, num_labels: int) -> list[str]:
+    """Loading in Python (random inputs of the right shapes) and whole scenes on the command line."""
+    inputs = ", ".join(f'"{n}": torch.rand(1, {c}, {size}, {size})' for n, c in modalities)
+    return [
         "## Usage",
         "",
         "```python",
@@ -79,20 +120,13 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
         "from mfpeft import MFNetForSegmentation",
         "",
         'model = MFNetForSegmentation.from_pretrained("<this repo or folder>")  # add base_model="path/to/sam"',
-        f"logits = model(pixel_values={{{inputs}}}).logits  # (1, {len(id2label)}, H, W)",
+        f"logits = model(pixel_values={{{inputs}}}).logits  # (1, {num_labels}, H, W)",
         "```",
         "",
         "Whole GeoTIFF scenes: `mfpeft predict --model <this repo> "
         + " ".join(f"--{n} {n}.tif" for n, _ in modalities)
         + " --output labels.tif`.",
-        "",
-        "## Citation",
-        "",
-        "Ma, Zhang, Pun, Huang, *A Unified Framework with Multimodal Fine-tuning for Remote Sensing Semantic "
-        "Segmentation*, IEEE TGRS 2025.",
-        "",
     ]
-    return "\n".join(lines)
 
 
 def _class_table(
@@ -111,9 +145,9 @@ def _class_table(
         row = f"| {index} | {name} | {hex_colour(colour)} {tuple(colour)} |"
         listed = ", ".join(sorted(codes.get(index, []), key=_code_order)) or "-"
         lines.append(row + (f" {listed} |" if code_map else ""))
-    ignored = sorted(codes.get(255, []), key=_code_order)
+    ignored = sorted(codes.get(IGNORE_INDEX, []), key=_code_order)
     if ignored:
-        lines += ["", f"Ignored label codes (255): {', '.join(ignored)} ('*' = every code not listed)."]
+        lines += ["", f"Ignored label codes ({IGNORE_INDEX}): {', '.join(ignored)} ('*' = every code not listed)."]
     if encoding and encoding.get("nodata") is not None:
         lines += ["", f"Label nodata value {encoding['nodata']} is ignored."]
     return lines
@@ -124,8 +158,5 @@ def _code_order(code: str) -> tuple[int, int]:
 
 
 def write_model_card(save_directory: str, model_config: dict[str, Any], adapter_config: Any) -> None:
-    """Write README.md atomically, replacing peft's generic card."""
-    path = os.path.join(save_directory, "README.md")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(render_model_card(model_config, adapter_config))
-    os.replace(path + ".tmp", path)
+    """Write README.md atomically (`mfpeft.common.files`), replacing peft's generic card."""
+    write_text(os.path.join(save_directory, "README.md"), render_model_card(model_config, adapter_config))

@@ -10,7 +10,6 @@ Data flow for M modalities, batch B, chip S (256) and SAM width D::
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -270,13 +269,3 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
             raise ValueError("use_safetensors=False: mfpeft loads only safetensors, never a pickled pytorch_model.bin")
         kwargs["use_safetensors"] = True  # a Hub repo's pytorch_model.bin is never downloaded nor unpickled
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not readable JSON ({error})") from error
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data

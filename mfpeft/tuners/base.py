@@ -9,7 +9,6 @@ could not work: each stream's input at layer k depends on the other stream's ear
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import torch
@@ -147,7 +146,8 @@ class MultimodalTuner(BaseTuner):
         super().inject_adapter(model, adapter_name, *args, **kwargs)
         model_config = getattr(model, "config", None)
         if head is not None and model_config is not None:
-            # A link, not a field: saved as config.json beside the adapter, always the model's current config.
+            # A link, not a field (`MultimodalConfig.tuned_model_config`): the save hooks write the model's current
+            # config beside the adapter.
             object.__setattr__(config, "_model_config", model_config)
 
     @staticmethod
@@ -204,7 +204,8 @@ class MultimodalTuner(BaseTuner):
 
 
 def find_vision_encoder(model: nn.Module) -> SamVisionEncoder | None:
-    """The first SAM vision encoder inside `model`, if any."""
+    """The encoder finder: `model` itself or the first transformers `SamVisionEncoder` inside it (MFNet,
+    `SamVisionModel`, `SamModel`, a peft model), or None. The tuners check sizes on it, the fast path swaps it."""
     for module in model.modules():
         if isinstance(module, SamVisionEncoder):
             return module
@@ -216,8 +217,3 @@ def check_num_modalities(value: object) -> None:
     from ..common.validation import check_number
 
     check_number("num_modalities", value, 1, integer=True)
-
-
-def warn_single_modality(cross_modal: bool, num_modalities: int, name: str) -> None:
-    if cross_modal and num_modalities == 1:
-        warnings.warn(f"{name}: cross_modal=True has no effect with num_modalities=1", stacklevel=3)

@@ -1,9 +1,14 @@
-"""Fields and saving shared by the multimodal tuner configs."""
+"""The multimodal tuner config: the fields every tuner shares and the interface by which a tuner describes itself.
+
+The model layer knows a tuner only through this interface (`MultimodalConfig.display_name`, `describe`,
+`card_description`, `explain_weight_shape`) and `registration.is_multimodal_peft_type`: saving, checking and
+loading an adapter folder and writing its model card need no tuner's name.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -11,8 +16,26 @@ from peft.config import PeftConfig
 
 from ..common.validation import check_number
 from .base import check_num_modalities
+from .registration import peft_type_of
 
 ADAPTER_CONFIG = "adapter_config.json"
+
+SaveHook = Callable[[str, "MultimodalConfig"], None]
+"""``hook(save_directory, adapter_config)``, called after a multimodal config wrote its ``adapter_config.json``."""
+
+_SAVE_HOOKS: list[SaveHook] = []
+
+
+def add_save_hook(hook: SaveHook) -> SaveHook:
+    """Call ``hook`` each time a multimodal config is saved (idempotent); returns it, so it can decorate.
+
+    `peft.PeftModel.save_pretrained` ends by saving each adapter's config into the adapter's folder: this is the
+    point where the layer that owns the whole folder (MFNet's ``config.json`` and model card, `mfpeft.models`) adds
+    its files, without the tuners knowing that layer.
+    """
+    if hook not in _SAVE_HOOKS:
+        _SAVE_HOOKS.append(hook)
+    return hook
 
 
 @dataclass
@@ -28,8 +51,11 @@ class MultimodalConfig(PeftConfig):
         modules_to_save: modules trained in full and saved with the adapter; None picks the head for MFNet.
         encoder_hidden_size, encoder_num_layers: recorded at injection; loading onto another SAM size fails clearly.
 
-    When the tuned model is an MFNet, its config is linked at injection (not a saved field) and written as
-    ``config.json`` with a model card beside ``adapter_config.json``, so the folder alone rebuilds the model.
+    The tuned model's config is linked at injection when the model declares a trained head (`tuned_model_config`,
+    not a saved field): the save hooks (`add_save_hook`) write it beside ``adapter_config.json``.
+
+    A tuner describes itself by overriding `display_name`, `describe` and `card_description`, and by filling in
+    `weight_dimensions` for load errors; its peft type is the one it was registered under.
     """
 
     num_modalities: int = field(default=2, metadata={"help": "number of modalities stacked along the batch"})
@@ -44,8 +70,12 @@ class MultimodalConfig(PeftConfig):
     # {parameter name: ((dimension, field, what it counts), ...)}; filled in by each tuner.
     weight_dimensions: ClassVar[dict[str, tuple[tuple[int, str, str], ...]]] = {}
 
+    # How people write the tuner's name ("MMLoRA"); empty: the registered peft type.
+    display_name: ClassVar[str] = ""
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        self.peft_type = peft_type_of(type(self))  # type: ignore[assignment]
         check_num_modalities(self.num_modalities)
         if not isinstance(self.cross_modal, bool):
             raise ValueError(f"cross_modal={self.cross_modal!r} must be True or False")
@@ -56,6 +86,24 @@ class MultimodalConfig(PeftConfig):
                 check_number(name, getattr(self, name), 1, integer=True)
         if isinstance(self.target_modules, (set, tuple)):
             self.target_modules = sorted(self.target_modules)
+
+    @property
+    def tuner_name(self) -> str:
+        """The tuner's name in prose: `display_name`, else its peft type."""
+        return self.display_name or str(self.peft_type)
+
+    def describe(self) -> str:
+        """The tuner's size in a few words ("rank 4", "bottleneck 16"), for summaries; overridden by each tuner."""
+        return self.tuner_name
+
+    def card_description(self) -> str:
+        """The tuner's settings as a phrase of the model card ("rank r = 4, alpha = 1.0"); `describe` by default."""
+        return self.describe()
+
+    @property
+    def tuned_model_config(self) -> Any:
+        """The config of the model this adapter was injected into, when it declares a trained head; else None."""
+        return getattr(self, "_model_config", None)
 
     def explain_weight_shape(self, key: str, saved: Sequence[int], expected: Sequence[int]) -> str | None:
         """Which field disagrees with a saved weight ``key`` of shape ``saved`` (``expected`` built), or None."""
@@ -82,12 +130,7 @@ class MultimodalConfig(PeftConfig):
             raise ValueError(f"{source}: {error}") from error
 
     def save_pretrained(self, save_directory: str, **kwargs: Any) -> None:
-        """Write ``adapter_config.json`` and, for MFNet, ``config.json`` and the model card beside it."""
+        """Write ``adapter_config.json``, then run the save hooks (`add_save_hook`) on ``save_directory``."""
         super().save_pretrained(save_directory, **kwargs)
-        model_config = getattr(self, "_model_config", None)
-        if model_config is None:
-            return
-        from ..models.model_card import write_model_card
-
-        model_config.save_pretrained(save_directory)
-        write_model_card(save_directory, model_config.to_dict(), self)
+        for hook in _SAVE_HOOKS:
+            hook(save_directory, self)

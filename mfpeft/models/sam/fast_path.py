@@ -39,6 +39,8 @@ from transformers.models.sam.modeling_sam import (
     SamVisionSdpaAttention,
 )
 
+from ...tuners.base import find_vision_encoder
+
 AttentionKind = Literal["auto", "eager", "sdpa"]
 ATTENTION_KINDS: tuple[str, ...] = ("auto", "eager", "sdpa")
 
@@ -270,12 +272,12 @@ class EfficientSamVisionEncoder(SamVisionEncoder):
             return super().forward(pixel_values, **kwargs)
 
 
-def find_sam_encoder(module: nn.Module) -> SamVisionEncoder:
-    """`module` itself or the first `SamVisionEncoder` inside it (MFNet, `SamVisionModel`, a peft model)."""
-    for candidate in module.modules():
-        if isinstance(candidate, SamVisionEncoder):
-            return candidate
-    raise ValueError(f"{type(module).__name__} contains no transformers SamVisionEncoder to optimise")
+def _encoder_to_optimise(module: nn.Module) -> SamVisionEncoder:
+    """The SAM encoder in ``module`` (`mfpeft.tuners.base.find_vision_encoder`); ValueError when there is none."""
+    encoder = find_vision_encoder(module)
+    if encoder is None:
+        raise ValueError(f"{type(module).__name__} contains no transformers SamVisionEncoder to optimise")
+    return encoder
 
 
 def _tuner_parameter_ids(encoder: nn.Module) -> set[int]:
@@ -326,7 +328,7 @@ def optimize_sam_encoder(
         autocast_dtype=cast(Any, autocast_dtype),
         attention=attention,
     )
-    encoder = find_sam_encoder(model)
+    encoder = _encoder_to_optimise(model)
     if opts.frozen_dtype is None:
         # An earlier call may have stored the weights in bf16; without autocast they must be fp32 again.
         _restore_dtypes(encoder)
@@ -360,7 +362,7 @@ def _register_output_capture(encoder: SamVisionEncoder) -> None:
 
 def encoder_optimizations(model: nn.Module) -> SamEncoderOptimizations | None:
     """The optimisations in force on the encoder inside `model`, or None for the stock encoder."""
-    return cast(SamEncoderOptimizations | None, getattr(find_sam_encoder(model), "_mfpeft_optimizations", None))
+    return cast(SamEncoderOptimizations | None, getattr(_encoder_to_optimise(model), "_mfpeft_optimizations", None))
 
 
 def restore_sam_encoder(model: nn.Module) -> None:
@@ -368,7 +370,7 @@ def restore_sam_encoder(model: nn.Module) -> None:
 
     Weights stored in bf16 come back in their original dtype but keep the bf16 rounding.
     """
-    encoder = find_sam_encoder(model)
+    encoder = _encoder_to_optimise(model)
     _restore_dtypes(encoder)
     for layer in encoder.layers:
         if isinstance(layer, EfficientSamVisionLayer):

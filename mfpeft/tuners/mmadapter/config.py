@@ -9,7 +9,6 @@ from transformers.activations import ACT2FN
 
 from ...common.validation import check_number
 from ..config import MultimodalConfig
-from ..registration import MultimodalPeftType
 
 
 @dataclass
@@ -38,9 +37,19 @@ class MMAdapterConfig(MultimodalConfig):
         "mmadapter_lambda": ((0, "num_modalities", "modalities"),),
     }
 
+    display_name: ClassVar[str] = "MMAdapter"
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = MultimodalPeftType.MMADAPTER  # type: ignore[assignment]
         check_number("bottleneck_ratio", self.bottleneck_ratio, 0, 4, low_open=True)
         if not isinstance(self.activation, str) or self.activation not in ACT2FN:
             raise ValueError(f"activation={self.activation!r} is not a transformers activation name")
+
+    def describe(self) -> str:
+        """The bottleneck width: "bottleneck 192" once the encoder width D is recorded, else "bottleneck 0.25 x D"."""
+        if self.encoder_hidden_size is None:
+            return f"bottleneck {self.bottleneck_ratio} x D"
+        return f"bottleneck {int(self.encoder_hidden_size * self.bottleneck_ratio)}"
+
+    def card_description(self) -> str:
+        return f"bottleneck = {self.bottleneck_ratio} x D, activation {self.activation}"

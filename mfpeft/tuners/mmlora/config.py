@@ -7,7 +7,6 @@ from typing import ClassVar
 
 from ...common.validation import check_number
 from ..config import MultimodalConfig
-from ..registration import MultimodalPeftType
 
 
 @dataclass
@@ -36,9 +35,10 @@ class MMLoraConfig(MultimodalConfig):
         "mmlora_lambda": ((0, "num_modalities", "modalities"),),  # (M,)
     }
 
+    display_name: ClassVar[str] = "MMLoRA"
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.peft_type = MultimodalPeftType.MMLORA  # type: ignore[assignment]
         check_number("r", self.r, 1, integer=True)
         check_number("alpha", self.alpha, 0, low_open=True)
         if not isinstance(self.scale_mlp, bool):
@@ -47,3 +47,9 @@ class MMLoraConfig(MultimodalConfig):
     @property
     def scaling(self) -> float:
         return self.alpha / self.r
+
+    def describe(self) -> str:
+        return f"rank {self.r}"
+
+    def card_description(self) -> str:
+        return f"rank r = {self.r}, alpha = {self.alpha}"
