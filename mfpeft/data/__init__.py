@@ -4,91 +4,76 @@ Light names (geometry, palette, scaling, sources) import without torch; the torc
 first access.
 """
 
-from typing import Any
+from typing import TYPE_CHECKING
 
-from mfpeft.data.geometry import ChipWindow, axis_starts, random_chip_window, sliding_chip_windows
-from mfpeft.data.palette import (
-    IGNORE_INDEX,
-    ISPRS_CLASSES,
-    ISPRS_PALETTE,
-    MMHUNAN_CLASSES,
-    MMHUNAN_LC_TO_CLASS,
-    labels_to_rgb,
-    map_codes,
-    rgb_to_labels,
-)
-from mfpeft.data.scaling import (
-    SCALING_MODES,
-    Scaling,
-    TileStatistics,
-    compute_tile_statistics,
-    default_scaling,
-    model_input_scaling,
-    parse_scalings,
-    resolve_input_scaling,
-)
-from mfpeft.data.sources import (
-    POTSDAM_SPLITS,
-    VAIHINGEN_SPLITS,
-    available_sources,
-    get_source,
-    register_source,
-)
-from mfpeft.data.tile import LabelEncoding, Tile
+from ..common.lazy import lazy_facade
 
-_LAZY = {
-    "TileReader": "mfpeft.data.raster",
-    "RandomChipDataset": "mfpeft.data.datasets",
-    "SlidingWindowDataset": "mfpeft.data.datasets",
-    "collate_chips": "mfpeft.data.datasets",
-    "random_flip_rotate": "mfpeft.data.transforms",
-    "demo_data_dir": "mfpeft.data.demo",
-    "make_demo_scene": "mfpeft.data.demo",
-    "prepare_dataset": "mfpeft.data.prepare",
+# Light names (geometry, palette, scaling, sources) import without torch; every name is imported on first use.
+_EXPORTS = {
+    "RandomChipDataset": ".datasets",
+    "SlidingWindowDataset": ".datasets",
+    "collate_chips": ".datasets",
+    "demo_data_dir": ".demo",
+    "make_demo_scene": ".demo",
+    "ChipWindow": ".geometry",
+    "axis_starts": ".geometry",
+    "random_chip_window": ".geometry",
+    "sliding_chip_windows": ".geometry",
+    "IGNORE_INDEX": ".palette",
+    "ISPRS_CLASSES": ".palette",
+    "ISPRS_PALETTE": ".palette",
+    "MMHUNAN_CLASSES": ".palette",
+    "MMHUNAN_LC_TO_CLASS": ".palette",
+    "labels_to_rgb": ".palette",
+    "map_codes": ".palette",
+    "rgb_to_labels": ".palette",
+    "prepare_dataset": ".prepare",
+    "TileReader": ".raster",
+    "SCALING_MODES": ".scaling",
+    "Scaling": ".scaling",
+    "TileStatistics": ".scaling",
+    "compute_tile_statistics": ".scaling",
+    "default_scaling": ".scaling",
+    "model_input_scaling": ".scaling",
+    "parse_scalings": ".scaling",
+    "resolve_input_scaling": ".scaling",
+    "POTSDAM_SPLITS": ".sources",
+    "VAIHINGEN_SPLITS": ".sources",
+    "available_sources": ".sources",
+    "get_source": ".sources",
+    "register_source": ".sources",
+    "LabelEncoding": ".tile",
+    "Tile": ".tile",
+    "random_flip_rotate": ".transforms",
 }
+__getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)
 
-__all__ = [
-    "IGNORE_INDEX",
-    "ISPRS_CLASSES",
-    "ISPRS_PALETTE",
-    "MMHUNAN_CLASSES",
-    "MMHUNAN_LC_TO_CLASS",
-    "POTSDAM_SPLITS",
-    "SCALING_MODES",
-    "VAIHINGEN_SPLITS",
-    "ChipWindow",
-    "LabelEncoding",
-    "RandomChipDataset",
-    "Scaling",
-    "SlidingWindowDataset",
-    "Tile",
-    "TileReader",
-    "TileStatistics",
-    "available_sources",
-    "axis_starts",
-    "collate_chips",
-    "compute_tile_statistics",
-    "default_scaling",
-    "demo_data_dir",
-    "get_source",
-    "labels_to_rgb",
-    "make_demo_scene",
-    "map_codes",
-    "model_input_scaling",
-    "parse_scalings",
-    "prepare_dataset",
-    "random_chip_window",
-    "random_flip_rotate",
-    "register_source",
-    "resolve_input_scaling",
-    "rgb_to_labels",
-    "sliding_chip_windows",
-]
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'mfpeft.data' has no attribute {name!r}")
+if TYPE_CHECKING:
+    from .datasets import RandomChipDataset, SlidingWindowDataset, collate_chips  # noqa: F401
+    from .demo import demo_data_dir, make_demo_scene  # noqa: F401
+    from .geometry import ChipWindow, axis_starts, random_chip_window, sliding_chip_windows  # noqa: F401
+    from .palette import (  # noqa: F401
+        IGNORE_INDEX,
+        ISPRS_CLASSES,
+        ISPRS_PALETTE,
+        MMHUNAN_CLASSES,
+        MMHUNAN_LC_TO_CLASS,
+        labels_to_rgb,
+        map_codes,
+        rgb_to_labels,
+    )
+    from .prepare import prepare_dataset  # noqa: F401
+    from .raster import TileReader  # noqa: F401
+    from .scaling import (  # noqa: F401
+        SCALING_MODES,
+        Scaling,
+        TileStatistics,
+        compute_tile_statistics,
+        default_scaling,
+        model_input_scaling,
+        parse_scalings,
+        resolve_input_scaling,
+    )
+    from .sources import POTSDAM_SPLITS, VAIHINGEN_SPLITS, available_sources, get_source, register_source  # noqa: F401
+    from .tile import LabelEncoding, Tile  # noqa: F401
+    from .transforms import random_flip_rotate  # noqa: F401
