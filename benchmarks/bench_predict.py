@@ -98,7 +98,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     """Run in the child: build the model, predict one scene, report time and peak memory."""
     import torch
 
-    from mfpeft.engine.predict import predict_scene
+    from mfpeft.engine.predict import PredictionOptions, predict_scene
 
     if spec.get("threads"):
         torch.set_num_threads(int(spec["threads"]))
@@ -106,11 +106,11 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     baseline = rss_mb()
     bf16: Any = spec["bf16"] if spec["bf16"] == "auto" else spec["bf16"] == "on"
     prefetch = {"auto": None, "on": True, "off": False}[spec.get("prefetch", "auto")]
+    options = PredictionOptions(
+        stride=spec["stride"], batch_size=spec["batch_size"], device=spec["device"], bf16=bf16, prefetch=prefetch
+    )
     start = time.perf_counter()
-    result = predict_scene(
-        model, spec["rasters"], spec["output"], stride=spec["stride"], batch_size=spec["batch_size"],
-        device=spec["device"], bf16=bf16, prefetch=prefetch,
-    )  # fmt: skip
+    result = predict_scene(model, spec["rasters"], spec["output"], options)
     seconds = time.perf_counter() - start
     return {
         "size": spec["size"],

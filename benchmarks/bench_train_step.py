@@ -35,6 +35,7 @@ Commands:
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -43,6 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
@@ -156,21 +158,27 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
     return model.to(device)
 
 
-def worker(job: dict[str, Any]) -> dict[str, Any]:
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
+def synthetic_batch(batch: int, device: str) -> tuple[dict[str, Any], Any]:
+    """Seeded random chips and labels.
 
-    device = job["device"]
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
-    model = build_model(job["size"], job["tuner"], job["variant"], job["attn"], device)
-    batch = job["batch"]
+    Returns ``({"optical": (batch, 3, 256, 256), "dsm": (batch, 1, 256, 256)}, labels (batch, 256, 256))``, the
+    images uniform in [0, 1), the labels class ids 0..5.
+    """
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     pixel_values = {
         "optical": torch.rand(batch, 3, 256, 256, generator=generator).to(device),
         "dsm": torch.rand(batch, 1, 256, 256, generator=generator).to(device),
     }
     labels = torch.randint(0, 6, (batch, 256, 256), generator=generator).to(device)
+    return pixel_values, labels
+
+
+def make_train_step(model: Any, pixel_values: dict[str, Any], labels: Any) -> Callable[[], float]:
+    """One SGD step (lr 0.01, momentum 0.9, weight decay 5e-4) over the trainable parameters; returns the loss."""
+    import torch
+
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(trainable, lr=0.01, momentum=0.9, weight_decay=5e-4)
 
@@ -181,9 +189,12 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         optimizer.step()
         return float(loss.detach())
 
-    if device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    model.train()
+    return train_step
+
+
+def time_training(train_step: Callable[[], float], job: dict[str, Any]) -> tuple[list[float], list[float], float]:
+    """Wall and CPU seconds of each training step after the warm-up, and the last step's loss."""
+    device = job["device"]
     times, cpu_times = [], []
     loss = float("nan")
     for step in range(job["warmup"] + job["steps"]):
@@ -194,41 +205,82 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
         if step >= job["warmup"]:
             times.append(time.perf_counter() - start)
             cpu_times.append(time.process_time() - cpu_start)
+    return times, cpu_times, loss
+
+
+def peak_memory(device: str) -> dict[str, Any]:
+    """The process's peak memory so far: CUDA max allocated, or peak RSS (``ru_maxrss`` is KiB on Linux)."""
+    import torch
+
+    if device == "cuda":
+        return {"peak_memory_gib": torch.cuda.max_memory_allocated() / 2**30, "memory_kind": "CUDA max allocated"}
+    return {
+        "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30,
+        "memory_kind": "peak RSS",
+    }
+
+
+def count_flops(run: Callable[[], object], no_grad: bool = False) -> int:
+    """FLOPs of one call of `run` under `FlopCounterMode` (under `torch.no_grad()` too when `no_grad`)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    if no_grad:
+        with torch.no_grad(), counter:
+            run()
+    else:
+        with counter:
+            run()
+    return int(counter.get_total_flops())
+
+
+def measure_inference(model: Any, pixel_values: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    """Wall and CPU seconds of each forward under `torch.inference_mode()` after the warm-up, and its FLOPs."""
+    import torch
+
+    device = job["device"]
+    model.eval()
+    infer, infer_cpu = [], []
+    with torch.inference_mode():
+        for step in range(job["warmup"] + job["steps"]):
+            sync(device)
+            start, cpu_start = time.perf_counter(), time.process_time()
+            model(pixel_values=pixel_values)
+            sync(device)
+            if step >= job["warmup"]:
+                infer.append(time.perf_counter() - start)
+                infer_cpu.append(time.process_time() - cpu_start)
+    result: dict[str, Any] = {"infer_times_s": infer, "infer_cpu_times_s": infer_cpu}
+    if job["flops"]:
+        # no_grad, not inference_mode: torch 2.13's FlopCounterMode + autocast + einsum fails in inference_mode.
+        result["infer_flops"] = count_flops(lambda: model(pixel_values=pixel_values), no_grad=True)
+    return result
+
+
+def worker(job: dict[str, Any]) -> dict[str, Any]:
+    import torch
+
+    device = job["device"]
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
+    model = build_model(job["size"], job["tuner"], job["variant"], job["attn"], device)
+    pixel_values, labels = synthetic_batch(job["batch"], device)
+    train_step = make_train_step(model, pixel_values, labels)
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    model.train()
+    times, cpu_times, loss = time_training(train_step, job)
     result: dict[str, Any] = {key: job[key] for key in ("size", "tuner", "variant", "batch")}
     result["train_times_s"] = times
     result["train_cpu_times_s"] = cpu_times
     result["loss"] = loss
-    if device == "cuda":
-        result["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        result["memory_kind"] = "CUDA max allocated"
-    else:
-        result["peak_memory_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
-        result["memory_kind"] = "peak RSS"
+    # Read right after the training steps, before the FLOP count and inference add their own allocations.
+    result.update(peak_memory(device))
     if job["flops"]:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            train_step()
-        result["train_flops"] = counter.get_total_flops()
+        result["train_flops"] = count_flops(train_step)
     if job["inference"]:
-        model.eval()
-        infer, infer_cpu = [], []
-        with torch.inference_mode():
-            for step in range(job["warmup"] + job["steps"]):
-                sync(device)
-                start, cpu_start = time.perf_counter(), time.process_time()
-                model(pixel_values=pixel_values)
-                sync(device)
-                if step >= job["warmup"]:
-                    infer.append(time.perf_counter() - start)
-                    infer_cpu.append(time.process_time() - cpu_start)
-        result["infer_times_s"] = infer
-        result["infer_cpu_times_s"] = infer_cpu
-        if job["flops"]:
-            # no_grad, not inference_mode: torch 2.13's FlopCounterMode + autocast + einsum fails in inference_mode.
-            counter = FlopCounterMode(display=False)
-            with torch.no_grad(), counter:
-                model(pixel_values=pixel_values)
-            result["infer_flops"] = counter.get_total_flops()
+        result.update(measure_inference(model, pixel_values, job))
     return result
 
 
@@ -358,7 +410,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["vit-b"], choices=SIZES)
     parser.add_argument("--tuners", nargs="+", default=list(TUNERS), choices=TUNERS)
@@ -383,16 +435,93 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=Path("benchmarks/results/train_step.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
+    return parser
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit through `parser.error` on malformed ``--env`` items or out-of-range counts."""
+    if any("=" not in item for item in args.env):
+        parser.error(f"--env takes KEY=VALUE items, got {args.env}")
+    if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0:
+        parser.error(f"--batch, --steps, --rounds must be >= 1 and --warmup >= 0, got {vars(args)}")
+
+
+def make_job(
+    args: argparse.Namespace, device: str, round_index: int, size: str, tuner: str, variant: str
+) -> dict[str, Any]:
+    """The worker's instructions for one configuration; FLOPs are counted in the first round only."""
+    return {
+        "size": size,
+        "tuner": tuner,
+        "variant": variant,
+        "batch": args.batch,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "attn": args.attn,
+        "device": device,
+        "threads": args.threads,
+        "inference": args.inference,
+        "flops": args.flops and round_index == 0,
+        "env": dict(item.split("=", 1) for item in args.env),
+    }
+
+
+def measure_matmul(matmul: dict[str, list[tuple[float, float]]], device: str) -> None:
+    """Append one (median, best) matmul FLOP/s measurement per dtype."""
+    for d in matmul:
+        matmul[d].append(matmul_flops(d, device))
+
+
+def progress_line(result: dict[str, Any]) -> str:
+    """The last line of a failed worker's stderr, or its median step time and peak memory."""
+    times = result.get("train_times_s", [0.0])
+    status = result.get("error", "").strip().splitlines()[-1:] or [
+        f"{statistics.median(times):.2f} s/step, peak {result['peak_memory_gib']:.2f} GiB"
+    ]
+    return str(status[0])
+
+
+def run_all(
+    args: argparse.Namespace, device: str, matmul: dict[str, list[tuple[float, float]]]
+) -> list[dict[str, Any]]:
+    """Every round x size x tuner x variant in a worker, one record each, with a matmul measurement after each."""
+    raw = []
+    for round_index, size, tuner, variant in itertools.product(
+        range(args.rounds), args.sizes, args.tuners, args.variants
+    ):
+        result = run_job(make_job(args, device, round_index, size, tuner, variant), args.timeout)
+        raw.append(result)
+        print(f"round {round_index} {size} {tuner} {variant}: {progress_line(result)}", file=sys.stderr, flush=True)
+        # Between configurations: the matmul reference sees the same machine load as the steps.
+        measure_matmul(matmul, device)
+    return raw
+
+
+def print_matmul(device: str, peaks: dict[str, dict[str, float]], measurements: int) -> None:
+    print(
+        f"matmul 2048^2 on {device}: fp32 {peaks['fp32']['median'] / 1e9:.0f} GFLOP/s "
+        f"(best {peaks['fp32']['best'] / 1e9:.0f}), "
+        f"bf16 {peaks['bf16']['median'] / 1e9:.0f} GFLOP/s (best {peaks['bf16']['best'] / 1e9:.0f}), "
+        f"best of {measurements} measurements"
+    )
+
+
+def write_report(path: Path, report: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args = parser.parse_args(argv)
 
     if args.worker:
         result = worker(json.loads(args.worker))
         Path(args.worker_out).write_text(json.dumps(result))
         return 0
-    if any("=" not in item for item in args.env):
-        parser.error(f"--env takes KEY=VALUE items, got {args.env}")
-    if min(args.batch, args.steps, args.rounds) < 1 or args.warmup < 0:
-        parser.error(f"--batch, --steps, --rounds must be >= 1 and --warmup >= 0, got {vars(args)}")
+    check_args(parser, args)
 
     import torch
 
@@ -400,33 +529,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     matmul: dict[str, list[tuple[float, float]]] = {"fp32": [], "bf16": []}
-
-    def measure_matmul() -> None:
-        for d in matmul:
-            matmul[d].append(matmul_flops(d, device))
-
-    measure_matmul()
+    measure_matmul(matmul, device)
     started = time.time()
-    raw = []
-    for round_index in range(args.rounds):
-        for size in args.sizes:
-            for tuner in args.tuners:
-                for variant in args.variants:
-                    job = {
-                        "size": size, "tuner": tuner, "variant": variant, "batch": args.batch, "steps": args.steps,
-                        "warmup": args.warmup, "attn": args.attn, "device": device, "threads": args.threads,
-                        "inference": args.inference, "flops": args.flops and round_index == 0,
-                        "env": dict(item.split("=", 1) for item in args.env),
-                    }  # fmt: skip
-                    result = run_job(job, args.timeout)
-                    raw.append(result)
-                    times = result.get("train_times_s", [0.0])
-                    status = result.get("error", "").strip().splitlines()[-1:] or [
-                        f"{statistics.median(times):.2f} s/step, peak {result['peak_memory_gib']:.2f} GiB"
-                    ]
-                    print(f"round {round_index} {size} {tuner} {variant}: {status[0]}", file=sys.stderr, flush=True)
-                    # Between configurations: the matmul reference sees the same machine load as the steps.
-                    measure_matmul()
+    raw = run_all(args, device, matmul)
     # The machine's limit: the best of all matmul measurements (others share these cores; see docs/benchmarks.md).
     peaks = {d: {"median": max(m[0] for m in v), "best": max(m[1] for m in v)} for d, v in matmul.items()}
     results = merge_rounds(raw)
@@ -441,17 +546,9 @@ def main(argv: list[str] | None = None) -> int:
         "args": {k: str(v) for k, v in vars(args).items() if not k.startswith("worker")},
         "results": results,
     }
-    print(
-        f"matmul 2048^2 on {device}: fp32 {peaks['fp32']['median'] / 1e9:.0f} GFLOP/s "
-        f"(best {peaks['fp32']['best'] / 1e9:.0f}), "
-        f"bf16 {peaks['bf16']['median'] / 1e9:.0f} GFLOP/s (best {peaks['bf16']['best'] / 1e9:.0f}), "
-        f"best of {len(matmul['fp32'])} measurements"
-    )
+    print_matmul(device, peaks, len(matmul["fp32"]))
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_name(args.json.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(args.json)
+    write_report(args.json, report)
     print(f"wrote {args.json}")
     return 0
 

@@ -11,119 +11,10 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mfpeft.cli.options import add_scaling_arguments, add_source_arguments, scaling_options, source_options
+from mfpeft.cli.options import key_value as _key_value  # NAME=VALUE of the predict / heatmap flags
+
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
-    key, value = text.split("=", 1)
-    return key.strip(), value.strip()
-
-
-def _validation(text: str) -> int | list[str]:
-    return int(text) if text.isdigit() else [v for v in text.split(",") if v]
-
-
-def add_scaling_arguments(p: Any) -> None:
-    """``--scaling NAME=MODE``, shared by every command that reads rasters (see :func:`scaling_options`)."""
-    from mfpeft.data.scaling import SCALING_SYNTAX
-
-    p.add_argument(
-        "--scaling", metavar="NAME=MODE", type=_key_value, action="append", default=[],
-        help=f"raw -> input scaling of a modality (repeatable): {SCALING_SYNTAX}. Default: prepare / train: "
-        "stats for folder and hf data (per-band 2nd-98th percentiles of the training tiles), the paper's for "
-        "vaihingen, potsdam, mmhunan and demo; evaluate / predict / heatmap: what the model recorded "
-        "(docs/data.md)",
-    )  # fmt: skip
-
-
-def scaling_options(args: argparse.Namespace) -> dict[str, Any]:
-    """``{modality: Scaling}`` of the ``--scaling`` flags, parsed by the one parser (`Scaling.parse`).
-
-    Raises:
-        ValueError: one line naming the flag and value, e.g. ``--scaling optical=linear:abc: ...``, or a
-            modality given twice.
-    """
-    from mfpeft.data.scaling import parse_scalings
-
-    texts: dict[str, str] = {}
-    for name, text in getattr(args, "scaling", None) or []:
-        if name in texts:
-            raise ValueError(f"--scaling {name}= is given twice ({texts[name]!r} and {text!r}); give it once")
-        texts[name] = text
-    return parse_scalings(texts, "--scaling")
-
-
-def add_source_arguments(p: Any) -> None:
-    """The data-source options shared by ``prepare``, ``train`` and ``evaluate`` (see :func:`source_options`)."""
-    # Not --split: evaluate uses that for the data split (train / validation / test) to score.
-    p.add_argument("--split-preset", help="split preset for vaihingen / potsdam: paper (default) or official")
-    p.add_argument(
-        "--validation",
-        type=_validation,
-        help="hold out validation tiles from train: a count (the last N) or comma-separated names",
-    )
-    p.add_argument("--data-seed", type=int, default=0, help="seed of the generated demo data set and of the "
-                   "--split-blocks draw")  # fmt: skip
-    b = p.add_argument_group("splits inside a scene (any source; docs/data.md)")
-    b.add_argument(
-        "--split-blocks", metavar="SPLIT=FRACTION,...",
-        help="cut each train tile into square blocks and draw this fraction of them (pooled over the tiles) "
-        "into validation / test, e.g. validation=0.15,test=0.25; train keeps the rest",
-    )  # fmt: skip
-    b.add_argument("--block-size", metavar="PIXELS", type=int,
-                   help="side of a --split-blocks block on the first modality's grid (default 1024; at least the "
-                   "chip size)")  # fmt: skip
-    g = p.add_argument_group("folder source")
-    g.add_argument(
-        "--optical", metavar="PATTERN",
-        help='optical files, e.g. "*_rgb.tif" (* = tile name), or band files stacked in order: '
-        '"*_b4.tif,*_b5.tif,*_b6.tif" (any modality\'s pattern may list band files)',
-    )  # fmt: skip
-    g.add_argument("--dsm", metavar="PATTERN", help='elevation files, e.g. "*_dsm.tif"')
-    g.add_argument(
-        "--modality",
-        metavar="NAME=PATTERN",
-        type=_key_value,
-        action="append",
-        default=[],
-        help="another modality (repeatable; in order, after --optical and --dsm)",
-    )
-    g.add_argument("--labels", metavar="PATTERN", help='label files, e.g. "*_label.tif"')
-    g.add_argument("--eroded-labels", metavar="PATTERN", help="eroded (noBoundary) label files")
-    g.add_argument(
-        "--label-kind", choices=("auto", "palette", "codes", "index"), default="auto",
-        help="auto: 1-band integer label rasters are codes, 3-band uint8 ones palette colours",
-    )  # fmt: skip
-    g.add_argument("--classes", help="comma-separated class names")
-    g.add_argument(
-        "--code-map",
-        metavar="CODE=CLASS,...",
-        help="integer label code -> class index, e.g. 11=0,21=1,*=255 (* = every other code; 255 = ignore); "
-        "discovered in code order if omitted",
-    )
-    g.add_argument(
-        "--top-classes", metavar="N", type=int,
-        help="codes: keep the N most frequent codes of the training tiles (classes 0..N-1 in code order), "
-        "ignore the others",
-    )  # fmt: skip
-    g.add_argument(
-        "--palette", metavar="COLOURS",
-        help='class colours: "#228b22,#1f77b4,..." (one per class) or "forest=#228b22,water=#1f77b4" (by name); '
-        "the label colours of palette labels (default ISPRS)",
-    )  # fmt: skip
-    g.add_argument("--label-nodata", type=int, help="label value meaning no data (ignored)")
-    g.add_argument(
-        "--bands",
-        metavar="NAME=1,2,3",
-        type=_key_value,
-        action="append",
-        default=[],
-        help="1-based band selection for a modality (repeatable)",
-    )
-    add_scaling_arguments(p)
-    g.add_argument("--hub-id", help="hf source: a Hub dataset id instead of --data-dir")
 
 
 # -- prepare --
@@ -143,53 +34,6 @@ def add_prepare_parser(subparsers: Any) -> None:
     p.add_argument("--push-to-hub", metavar="REPO", help="also push the data set to this Hub repository")
     add_source_arguments(p)
     p.set_defaults(func=run_prepare, on_interrupt=_nothing_written)
-
-
-def source_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The keyword options of `get_source` given by the flags of :func:`add_source_arguments`.
-
-    Raises:
-        ValueError: a malformed ``--code-map`` or ``--palette``, in one line naming the option and value.
-    """
-    from mfpeft.data.labels import parse_code_map
-    from mfpeft.data.palette import parse_palette
-
-    options: dict[str, Any] = {}
-    if getattr(args, "validation", None) is not None:
-        options["validation"] = args.validation
-    if args.split_blocks is not None or args.block_size is not None:
-        from mfpeft.data.blocks import parse_split_fractions
-
-        if args.split_blocks is None:
-            raise ValueError(f"--block-size {args.block_size}: needs --split-blocks (e.g. validation=0.15,test=0.25)")
-        options.update(split_blocks=parse_split_fractions(args.split_blocks), block_size=args.block_size,
-                       split_seed=args.data_seed)  # fmt: skip
-    if args.source in ("vaihingen", "potsdam") and args.split_preset:
-        options["split"] = args.split_preset
-    if args.source == "demo":
-        options["seed"] = args.data_seed
-    if args.source == "hf" and args.hub_id:
-        options["path"] = args.hub_id
-    if args.source == "folder":
-        modalities: dict[str, str] = {}
-        if args.optical:
-            modalities["optical"] = args.optical
-        if args.dsm:
-            modalities["dsm"] = args.dsm
-        modalities.update(dict(args.modality))
-        options.update(modalities=modalities, labels=args.labels, eroded_labels=args.eroded_labels,
-                       label_kind=args.label_kind, label_nodata=args.label_nodata)  # fmt: skip
-        if args.classes:
-            options["classes"] = [c for c in args.classes.split(",") if c]
-        if args.code_map is not None:
-            options["code_map"] = parse_code_map(args.code_map, "--code-map")
-        if args.top_classes is not None:
-            options["top_classes"] = args.top_classes
-        if args.palette is not None:
-            options["palette"] = parse_palette(args.palette, "--palette")
-        if args.bands:
-            options["bands"] = {k: [int(b) for b in v.split(",")] for k, v in args.bands}
-    return options
 
 
 def run_prepare(args: argparse.Namespace) -> int:
@@ -255,8 +99,8 @@ def add_evaluate_parser(subparsers: Any) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     import json
 
+    from mfpeft.common.files import write_json
     from mfpeft.engine.evaluation import evaluate_model, is_main_process
-    from mfpeft.engine.reports import write_json
 
     args.source = args.dataset
     scores = evaluate_model(
@@ -374,17 +218,26 @@ def add_predict_parser(subparsers: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mfpeft.engine.predict import predict_scene
+    from mfpeft.engine.predict import PredictionOptions, predict_scene
 
     rasters, bands = _scene_rasters(args)
-    bf16: bool | str = "auto" if args.bf16 == "auto" else args.bf16 == "on"
-    result = predict_scene(
-        args.model, rasters, args.output, chip_size=args.chip_size, stride=args.stride,
-        batch_size=args.batch_size, weights=args.weights, tta=args.tta, device=args.device, bf16=bf16,  # type: ignore[arg-type]
-        confidence=args.confidence, cog=args.cog, preview=args.preview,
-        preview_inputs=not args.preview_labels_only, bands=bands or None, base_model=args.base_model,
+    options = PredictionOptions(
+        chip_size=args.chip_size,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        weights=args.weights,
+        tta=args.tta,
+        device=args.device,
+        bf16="auto" if args.bf16 == "auto" else args.bf16 == "on",
+        confidence=args.confidence,
+        cog=args.cog,
+        preview=args.preview,
+        preview_inputs=not args.preview_labels_only,
+        bands=bands or None,
+        base_model=args.base_model,
         scaling=scaling_options(args),
-    )  # fmt: skip
+    )
+    result = predict_scene(args.model, rasters, args.output, options)
     print(
         f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, {result.seconds:.1f} s, "
         f"{result.megapixels_per_second:.2f} MP/s)"
@@ -415,9 +268,17 @@ def run_heatmap(args: argparse.Namespace) -> int:
     rasters, bands = _scene_rasters(args)
     classes = [c for c in args.classes.split(",") if c] if args.classes else None
     path, _ = heatmap_figure(
-        args.model, rasters, args.output, row=args.row, col=args.col, classes=classes, bands=bands or None,
-        base_model=args.base_model, device=args.device, scaling=scaling_options(args),
-    )  # fmt: skip
+        args.model,
+        rasters,
+        args.output,
+        row=args.row,
+        col=args.col,
+        classes=classes,
+        bands=bands or None,
+        base_model=args.base_model,
+        device=args.device,
+        scaling=scaling_options(args),
+    )
     print(f"wrote {path}")
     return 0
 

@@ -26,10 +26,27 @@ def temporary_sibling(path: str | Path) -> Path:
     return target.with_name(f".{target.stem}{TEMP_MARK}{os.getpid()}-{secrets.token_hex(4)}{target.suffix}")
 
 
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists but belongs to someone else
+    return True
+
+
 def stale_temporaries(path: str | Path) -> list[Path]:
-    """Temporaries of ``path`` left by a writer that was killed (SIGKILL, power loss) before it could clean up."""
+    """Temporaries of ``path`` left by a writer that was killed (SIGKILL, power loss) before it could clean up:
+    those whose process (the pid in the name) no longer exists; a running writer's are not stale."""
     target = Path(path)
-    return sorted(target.parent.glob(f".{target.stem}{TEMP_MARK}*{target.suffix}"))
+    prefix = f".{target.stem}{TEMP_MARK}"
+    found = []
+    for candidate in sorted(target.parent.glob(f"{prefix}*{target.suffix}")):
+        pid = candidate.name[len(prefix) :].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            found.append(candidate)
+    return found
 
 
 def _remove(path: Path) -> None:

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from mfpeft.data.geometry import ChipWindow, random_chip_window, sliding_chip_windows
-from mfpeft.data.raster import TileReader
+from mfpeft.data.raster import TileReader, pad_chip
 from mfpeft.data.scaling import Scaling, TileStatistics, parse_scalings, resolve_input_scaling
 from mfpeft.data.tile import Tile
 from mfpeft.data.transforms import random_flip_rotate
@@ -99,12 +99,7 @@ class _TileDataset(Dataset):  # type: ignore[type-arg]
         rows, cols = window.slices
         pixel_values = {m: v[:, rows, cols] for m, v in whole["pixel_values"].items()}
         labels = None if whole["labels"] is None else whole["labels"][rows, cols]
-        pad_h, pad_w = self.chip_size - window.height, self.chip_size - window.width
-        if pad_h > 0 or pad_w > 0:
-            pixel_values = {m: np.pad(v, ((0, 0), (0, pad_h), (0, pad_w))) for m, v in pixel_values.items()}
-            if labels is not None:
-                labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=255)
-        return {"pixel_values": pixel_values, "labels": labels}
+        return pad_chip({"pixel_values": pixel_values, "labels": labels}, self.chip_size)
 
     def close(self) -> None:
         for reader in self._readers.values():

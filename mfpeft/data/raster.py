@@ -29,7 +29,7 @@ from mfpeft.data.palette import IGNORE_INDEX, map_codes, rgb_to_labels
 from mfpeft.data.statistics import compute_tile_statistics
 from mfpeft.data.tile import LabelEncoding, RasterRef, Tile, describe_ref, raster_files
 
-__all__ = ["LABEL_SETS", "TileReader", "describe_ref"]
+__all__ = ["LABEL_SETS", "TileReader", "describe_ref", "pad_chip"]
 
 # GDAL's block cache defaults to 5% of RAM per process; with random chips over huge rasters in several
 # DataLoader workers that alone can exceed the memory budget. 64 MB per process keeps reads fast (a 256 x 256
@@ -454,16 +454,16 @@ class TileReader:
 
     @property
     def profile(self) -> dict[str, Any]:
-        """A rasterio profile for writing a single-band uint8 class map on the usable grid."""
-        profile: dict[str, Any] = {
-            "driver": "GTiff",
-            "height": self.height,
-            "width": self.width,
-            "count": 1,
-            "dtype": "uint8",
-        }
-        if self.crs is not None:
-            profile.update(crs=self.crs, transform=self.transform)
+        """A rasterio profile of a single-band uint8 class map on the first modality's whole grid: what a
+        prediction of the tile is written on (:class:`mfpeft.data.writer.PredictionWriter`), :attr:`window`
+        being the part of it read. Its CRS and transform (a transform alone without a CRS), if it has them."""
+        ref = self._reference
+        profile: dict[str, Any] = {"driver": "GTiff", "height": ref.height, "width": ref.width}
+        profile.update(count=1, dtype="uint8")
+        if ref.crs is not None:
+            profile.update(crs=ref.crs, transform=ref.transform)
+        elif ref.transform is not None and not ref.transform.is_identity:
+            profile.update(transform=ref.transform)
         return profile
 
     @property
@@ -582,13 +582,8 @@ class TileReader:
             if self.mask_nodata:
                 labels8[missing] = IGNORE_INDEX
             labels = labels8.astype(np.int64)
-        if self.chip_size is not None and (window.height < self.chip_size or window.width < self.chip_size):
-            size = self.chip_size
-            pad_h, pad_w = max(size - window.height, 0), max(size - window.width, 0)
-            pixel_values = {m: np.pad(v, ((0, 0), (0, pad_h), (0, pad_w))) for m, v in pixel_values.items()}
-            if labels is not None:
-                labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
-        return {"pixel_values": pixel_values, "labels": labels}
+        chip = {"pixel_values": pixel_values, "labels": labels}
+        return chip if self.chip_size is None else pad_chip(chip, self.chip_size)
 
     def close(self) -> None:
         for layer in self._layers.values():
@@ -599,6 +594,27 @@ class TileReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def pad_chip(chip: Mapping[str, Any], size: int) -> dict[str, Any]:
+    """A chip padded at the bottom and right to ``size`` x ``size``: the one chip padder (readers, datasets,
+    heatmaps).
+
+    Args:
+        chip: ``{"pixel_values": {modality: (C, h, w)}, "labels": (h, w) or None}``.
+
+    Returns:
+        The same keys, inputs ``(C, size, size)`` padded with 0 and labels ``(size, size)`` with `IGNORE_INDEX`;
+        the arrays themselves when the chip already has that size (or a larger one).
+    """
+    pixel_values, labels = chip["pixel_values"], chip["labels"]
+    height, width = labels.shape if labels is not None else next(iter(pixel_values.values())).shape[1:]
+    pad_h, pad_w = max(size - height, 0), max(size - width, 0)
+    if pad_h or pad_w:
+        pixel_values = {m: np.pad(v, ((0, 0), (0, pad_h), (0, pad_w))) for m, v in pixel_values.items()}
+        if labels is not None:
+            labels = np.pad(labels, ((0, pad_h), (0, pad_w)), constant_values=IGNORE_INDEX)
+    return {"pixel_values": dict(pixel_values), "labels": labels}
 
 
 def label_row_bands(tiles: Sequence[Tile], rows: int = 512) -> Iterator[tuple[TileReader, ChipWindow]]:

@@ -27,13 +27,12 @@ import torch
 import torch.nn.functional as F
 
 from mfpeft.data.geometry import ChipWindow
-from mfpeft.data.raster import TileReader
-from mfpeft.data.scaling import model_input_scaling
-from mfpeft.data.tile import Tile, raster_files
-from mfpeft.engine.devices import resolve_device
+from mfpeft.data.raster import pad_chip
+from mfpeft.data.tile import raster_files
+from mfpeft.data.windows import open_reader
 
 if TYPE_CHECKING:
-    from mfpeft.engine.predict import RasterPaths
+    from mfpeft.engine.predict import CheckedScene, RasterPaths
 
 __all__ = ["HeatmapResult", "activation_heatmaps", "draw_heatmaps", "grad_cam", "heatmap_figure"]
 
@@ -132,9 +131,9 @@ def activation_heatmaps(
 
 def _display(image: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
     """``(C, h, w)`` input -> an ``(h, w, 3)`` or ``(h, w)`` image stretched to [0, 1] for display."""
-    from mfpeft.engine.preview import _stretch
+    from mfpeft.data.quicklook import stretch_for_display
 
-    stretched = _stretch(np.asarray(image, dtype=np.float32))
+    stretched = stretch_for_display(np.asarray(image, dtype=np.float32))
     return np.moveaxis(stretched[:3], 0, -1) if stretched.shape[0] >= 3 else stretched[0]
 
 
@@ -153,7 +152,7 @@ def draw_heatmaps(
     """
     from matplotlib.figure import Figure
 
-    from mfpeft.engine.preview import save_figure
+    from mfpeft.common.files import save_figure
 
     inputs = [(name, _display(images[name])) for name in result.modalities if name in images]
     columns = len(inputs) + 2 * len(result.modalities)
@@ -180,6 +179,39 @@ def draw_heatmaps(
     return save_figure(figure, output, dpi=dpi)
 
 
+def _class_ids(classes: Sequence[int | str] | None, names: Sequence[str]) -> list[int] | None:
+    """Class ids from ids or names (a digit string is an id); None stays None (every class)."""
+    if classes is None:
+        return None
+    chosen = []
+    for c in classes:
+        if isinstance(c, str) and not c.isdigit():
+            if c not in names:
+                raise ValueError(f"class {c!r} is not one of the model's classes {list(names)}")
+            chosen.append(list(names).index(c))
+        else:
+            chosen.append(int(c))
+    return chosen
+
+
+def _read_chip(
+    checked: CheckedScene, row: int | None, col: int | None
+) -> tuple[dict[str, npt.NDArray[np.float32]], dict[str, npt.NDArray[np.float32]], tuple[int, int]]:
+    """The chip at (``row``, ``col``) (default: the scene centre): scaled inputs ``{modality: (C, S, S)}``, the
+    raw ones (NaN as 0) padded alike, and its top-left pixel."""
+    size = checked.chip
+    with open_reader(checked.tile, size, checked.scaling, checked.channels) as reader:
+        r = (reader.height - size) // 2 if row is None else row
+        c = (reader.width - size) // 2 if col is None else col
+        r, c = max(r, 0), max(c, 0)
+        window = ChipWindow(r, c, min(size, reader.height - r), min(size, reader.width - c))
+        if r >= reader.height or c >= reader.width or window.height <= 0 or window.width <= 0:
+            raise ValueError(f"row={row}, col={col} lies outside the {reader.height} x {reader.width} scene")
+        chip = reader.read(window)["pixel_values"]
+        raw = {m: np.nan_to_num(reader.read_raw(m, window)) for m in checked.modalities}
+    return chip, pad_chip({"pixel_values": raw, "labels": None}, size)["pixel_values"], (r, c)
+
+
 def heatmap_figure(
     model: Any,
     rasters: Mapping[str, RasterPaths],
@@ -195,6 +227,9 @@ def heatmap_figure(
 ) -> tuple[Path, HeatmapResult]:
     """Read one chip of a scene and draw its Fig. 11 heatmaps (the ``mfpeft heatmap`` command).
 
+    The checks, the model's input scaling and the reading are prediction's stages
+    (:func:`mfpeft.engine.predict.check_scene`, :func:`mfpeft.data.windows.open_reader`).
+
     Args:
         model: a peft MFNet, an adapter folder or a Hub repo id.
         rasters: ``{modality: path}`` for every modality of the model (a sequence of paths: band files).
@@ -206,52 +241,17 @@ def heatmap_figure(
         ValueError / FileNotFoundError: a bad device, model, raster or output path, or a modality whose raster
             holds no data at all (:func:`mfpeft.data.checks.check_valid_share`, which warns about patchy ones).
     """
-    from mfpeft.data.checks import check_valid_share
-    from mfpeft.engine.predict import (
-        check_output_path,
-        check_rasters,
-        class_names_of,
-        load_mfnet,
-        mfnet_of,
-        warn_outside_trained_range,
-    )
+    from mfpeft.engine.predict import PredictionOptions, check_scene, class_names_of
 
-    check_output_path(output, [], "heatmap")
-    torch_device = resolve_device(device)  # before loading: a mistyped --device fails at once
-    loaded = load_mfnet(model, base_model=base_model)
-    config = mfnet_of(loaded).config
-    paths = check_rasters(rasters, config)
-    input_scaling = model_input_scaling(config, scaling)
-    target = check_output_path(output, [f for ref in paths.values() for f in raster_files(ref)], "heatmap")
-    for name, path in paths.items():
-        check_valid_share(name, path, (bands or {}).get(name))
-    names = class_names_of(config)
-    chosen: list[int] | None = None
-    if classes is not None:
-        chosen = []
-        for c in classes:
-            if isinstance(c, str) and not c.isdigit():
-                if c not in names:
-                    raise ValueError(f"class {c!r} is not one of the model's classes {names}")
-                chosen.append(names.index(c))
-            else:
-                chosen.append(int(c))
-    size = config.image_size
-    tile = Tile(name=target.stem, modalities=dict(paths), bands={m: tuple(v) for m, v in (bands or {}).items()})
-    with TileReader(tile, config.modality_names, chip_size=size, scaling=input_scaling, labels="none") as reader:
-        warn_outside_trained_range(reader, paths)
-        r = (reader.height - size) // 2 if row is None else row
-        c = (reader.width - size) // 2 if col is None else col
-        r, c = max(r, 0), max(c, 0)
-        window = ChipWindow(r, c, min(size, reader.height - r), min(size, reader.width - c))
-        if r >= reader.height or c >= reader.width or window.height <= 0 or window.width <= 0:
-            raise ValueError(f"row={row}, col={col} lies outside the {reader.height} x {reader.width} scene")
-        chip = reader.read(window)["pixel_values"]
-        images = {m: np.nan_to_num(reader.read_raw(m, window)) for m in config.modality_names}
-    loaded.to(torch_device)
+    options = PredictionOptions(bands=bands, base_model=base_model, device=device, scaling=scaling)
+    checked = check_scene(model, rasters, {"heatmap": output}, options)
+    chosen = _class_ids(classes, class_names_of(checked.config))
+    chip, images, (r, c) = _read_chip(checked, row, col)
+    checked.model.to(checked.device)
     pixel_values = {m: torch.from_numpy(v)[None] for m, v in chip.items()}
-    result = activation_heatmaps(loaded, pixel_values, chosen)
-    padded = {m: np.pad(v, ((0, 0), (0, size - v.shape[1]), (0, size - v.shape[2]))) for m, v in images.items()}
-    first_file = raster_files(paths[config.modality_names[0]])[0]
-    path = draw_heatmaps(result, padded, target, title=f"{first_file.name} chip at row {r}, col {c}")
+    result = activation_heatmaps(checked.model, pixel_values, chosen)
+    first_file = raster_files(checked.rasters[checked.modalities[0]])[0]
+    path = draw_heatmaps(
+        result, images, checked.outputs["heatmap"], title=f"{first_file.name} chip at row {r}, col {c}"
+    )
     return path, result

@@ -18,6 +18,7 @@ from rasterio.transform import from_origin
 
 from mfpeft import MFNetConfig, MFNetForSegmentation
 from mfpeft.cli import main as cli_main
+from mfpeft.common.files import TEMP_MARK
 from mfpeft.data.geometry import sliding_chip_windows
 from mfpeft.engine.predict import predict_scene
 from mfpeft.engine.stitching import stitch_in_memory, window_weights
@@ -171,7 +172,7 @@ def test_output_georeferencing_colour_table_names_and_nodata(tmp_path: Path, mod
     inside = labels[20:260, 40:280]
     covered = ~optical_missing[20:260, 40:280]
     assert (inside[covered] < 6).all()
-    assert not list(tmp_path.glob(".labels.tif.*")), "no temporary file is left"
+    assert not list(tmp_path.glob(f".labels{TEMP_MARK}*")), "no temporary file is left"
 
 
 KILL_SCRIPT = """
@@ -197,7 +198,7 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
         assert child.stdout is not None
         line = child.stdout.readline()  # blocks until the first band is written
         assert line.startswith("band "), line
-        assert list(tmp_path.glob(".labels.tif.mfpeft-*.tmp")), "the scene is being written to a temporary file"
+        assert list(tmp_path.glob(f".labels{TEMP_MARK}*.tif")), "the scene is being written to a temporary file"
         os.kill(child.pid, signal.SIGKILL)
         child.wait(timeout=30)
     finally:
@@ -205,7 +206,7 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
             child.kill()
     assert child.returncode == -signal.SIGKILL
     assert not out.exists()
-    stale = list(tmp_path.glob(".labels.tif.mfpeft-*.tmp"))
+    stale = list(tmp_path.glob(f".labels{TEMP_MARK}*.tif"))
     assert stale, "SIGKILL cannot clean up; the next run must cope with the stale file"
 
     model_dir = adapter_folder(tmp_path)
@@ -218,7 +219,7 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
         assert (src.height, src.width) == (520, 300)
         assert (src.read(1) < 6).any()
     assert not any(p.exists() for p in stale), "the stale temporary file of the dead run is removed"
-    assert not list(tmp_path.glob(".labels.tif.mfpeft-*.tmp"))
+    assert not list(tmp_path.glob(f".labels{TEMP_MARK}*.tif"))
 
 
 def test_interrupted_run_removes_its_temporary_file(tmp_path: Path, model: MFNetForSegmentation) -> None:
@@ -231,7 +232,7 @@ def test_interrupted_run_removes_its_temporary_file(tmp_path: Path, model: MFNet
     with pytest.raises(KeyboardInterrupt):
         predict_scene(model, rasters, out, stride=128, progress=interrupt, confidence=tmp_path / "c.tif")
     assert not out.exists() and not (tmp_path / "c.tif").exists()
-    assert not list(tmp_path.glob(".*.tmp"))
+    assert not list(tmp_path.glob(f".*{TEMP_MARK}*"))
 
 
 def test_bad_input_gets_clear_errors(tmp_path: Path, model: MFNetForSegmentation) -> None:

@@ -16,6 +16,7 @@ import rasterio
 import torch
 
 from mfpeft.cli import main as cli_main
+from mfpeft.common.files import TEMP_MARK
 from mfpeft.engine.devices import resolve_device
 from mfpeft.engine.predict import modality_flags
 from mfpeft.errors import one_line_warnings
@@ -89,7 +90,7 @@ def test_predict_error_is_one_line_and_writes_nothing(
     assert "Traceback" not in lines[0]
     output = Path(argv[argv.index("--output") + 1])
     assert not output.exists()
-    assert not list(output.parent.glob(".*.tmp")) if output.parent.is_dir() else True
+    assert not list(output.parent.glob(f".*{TEMP_MARK}*")) if output.parent.is_dir() else True
 
 
 def test_patchy_dsm_is_one_warning_line_and_predicts(folder: Path, capfd: pytest.CaptureFixture[str]) -> None:

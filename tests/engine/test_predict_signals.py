@@ -17,6 +17,8 @@ import pytest
 import rasterio
 
 from mfpeft.cli import main as cli_main
+from mfpeft.common.files import TEMP_MARK
+from mfpeft.data import writer as writer_module
 from mfpeft.engine import predict as predict_module
 from tests.engine.test_predict import save_tiny_model
 from tests.rasters import write_scene
@@ -59,7 +61,7 @@ def test_signal_while_writing_leaves_nothing_and_says_so_in_one_line(
     env = {**os.environ, "PYTHONPATH": str(REPO), "MFPEFT_DEBUG": ""}
     child = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(".labels.tif.mfpeft-*.tmp", tmp_path, child)
+        wait_for(f".labels{TEMP_MARK}*.tif", tmp_path, child)
         time.sleep(0.3)  # into the prediction loop, with bands written
         child.send_signal(signum)
         _, err = child.communicate(timeout=60)
@@ -120,7 +122,7 @@ def test_full_disk_that_gdal_hits_first_is_reported_the_same(
     small_disk: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Without the check before each band GDAL runs into ENOSPC itself ("Write failed"): same error, no files.
-    monkeypatch.setattr(predict_module._DiskSpace, "before_rows", lambda self, rows: None)
+    monkeypatch.setattr(writer_module.DiskSpace, "before_rows", lambda self, rows: None)
     rasters = write_scene(tmp_path / "scene", 2048, 256)
     output = small_disk / "labels.tif"
     with pytest.raises(predict_module.InsufficientSpaceError, match=rf"^{output} and .*: not enough disk space"):
