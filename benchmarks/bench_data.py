@@ -32,14 +32,25 @@ def write_rasters(folder: Path, size: int, block: int = 1024) -> tuple[Path, Pat
     from rasterio.transform import from_origin
     from rasterio.windows import Window
 
-    common = {"driver": "GTiff", "height": size, "width": size, "crs": "EPSG:32632",
-              "transform": from_origin(500_000, 5_400_000, 0.1, 0.1), "tiled": True, "blockxsize": 256,
-              "blockysize": 256, "compress": "deflate", "BIGTIFF": "YES"}  # fmt: skip
+    common = {
+        "driver": "GTiff",
+        "height": size,
+        "width": size,
+        "crs": "EPSG:32632",
+        "transform": from_origin(500_000, 5_400_000, 0.1, 0.1),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "BIGTIFF": "YES",
+    }
     optical, dsm = folder / "big_rgb.tif", folder / "big_dsm.tif"
     rng = np.random.default_rng(0)
     x = np.arange(size, dtype=np.float32)
-    with rasterio.open(optical, "w", count=3, dtype="uint8", **common) as o, \
-            rasterio.open(dsm, "w", count=1, dtype="float32", predictor=3, **common) as d:  # fmt: skip
+    with (
+        rasterio.open(optical, "w", count=3, dtype="uint8", **common) as o,
+        rasterio.open(dsm, "w", count=1, dtype="float32", predictor=3, **common) as d,
+    ):
         for row in range(0, size, block):
             h = min(block, size - row)
             y = np.arange(row, row + h, dtype=np.float32)[:, None]
@@ -114,8 +125,14 @@ def measure(optical: Path, dsm: Path, chips: int, workers: int, batch: int) -> d
     dataset = RandomChipDataset([tile], chip_size=256, length=chips + 2 * batch * max(workers, 1), seed=0)
     stats_s = time.perf_counter() - t0
     results: dict[str, float] = {"statistics_s": stats_s}
-    loader = DataLoader(dataset, batch_size=batch, num_workers=workers, collate_fn=collate_chips,
-                        persistent_workers=workers > 0, prefetch_factor=4 if workers else None)  # fmt: skip
+    loader = DataLoader(
+        dataset,
+        batch_size=batch,
+        num_workers=workers,
+        collate_fn=collate_chips,
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers else None,
+    )
     it = iter(loader)
     for _ in range(max(workers, 1)):  # warm up: start the workers, open the rasters
         next(it)
@@ -169,13 +186,26 @@ def main() -> None:
         if not (optical.exists() and dsm.exists()):
             t0 = time.perf_counter()
             optical, dsm = write_rasters(folder, args.size)
-            print(f"wrote {args.size} x {args.size} rasters in {time.perf_counter() - t0:.1f} s "
-                  f"(optical {optical.stat().st_size / 2**20:.0f} MiB, DSM {dsm.stat().st_size / 2**20:.0f} MiB, "
-                  f"tiled 256, deflate)")  # fmt: skip
+            print(
+                f"wrote {args.size} x {args.size} rasters in {time.perf_counter() - t0:.1f} s "
+                f"(optical {optical.stat().st_size / 2**20:.0f} MiB, DSM {dsm.stat().st_size / 2**20:.0f} MiB, "
+                f"tiled 256, deflate)"
+            )
         print(f"load average before measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
         for workers in sorted({0, args.workers}):
-            cmd = [sys.executable, __file__, "--measure", str(optical), str(dsm), "--chips", str(args.chips),
-                   "--workers", str(workers), "--batch", str(args.batch)]  # fmt: skip
+            cmd = [
+                sys.executable,
+                __file__,
+                "--measure",
+                str(optical),
+                str(dsm),
+                "--chips",
+                str(args.chips),
+                "--workers",
+                str(workers),
+                "--batch",
+                str(args.batch),
+            ]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
             r = json.loads(out)
             print(

@@ -42,10 +42,17 @@ def write_scene(folder: Path, size: int, rows_per_strip: int = 512) -> dict[str,
     if all(p.is_file() for p in paths.values()):
         return paths
     common = {
-        "driver": "GTiff", "height": size, "width": size, "crs": "EPSG:32632",
-        "transform": from_origin(500_000, 5_400_000, 0.5, 0.5), "tiled": True, "blockxsize": 256,
-        "blockysize": 256, "compress": "deflate", "BIGTIFF": "IF_SAFER",
-    }  # fmt: skip
+        "driver": "GTiff",
+        "height": size,
+        "width": size,
+        "crs": "EPSG:32632",
+        "transform": from_origin(500_000, 5_400_000, 0.5, 0.5),
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+        "compress": "deflate",
+        "BIGTIFF": "IF_SAFER",
+    }
     temps = {k: p.with_suffix(".tmp.tif") for k, p in paths.items()}
     rng = np.random.default_rng(size)
     with (
@@ -76,9 +83,14 @@ def build_model(seed: int = 0) -> Any:
     from mfpeft import MFNetConfig, MFNetForSegmentation
 
     vision = SamVisionConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, global_attn_indexes=[1], output_channels=16,
-        image_size=256, mlp_dim=64,
-    )  # fmt: skip
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        global_attn_indexes=[1],
+        output_channels=16,
+        image_size=256,
+        mlp_dim=64,
+    )
     torch.manual_seed(seed)
     model = MFNetForSegmentation(MFNetConfig(vision_config=vision, decode_channels=16))
     generator = torch.Generator().manual_seed(seed)
@@ -148,10 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         rasters = write_scene(workdir, size)
         print(f"scene {size}^2 ready in {time.perf_counter() - started:.0f} s ({workdir})", flush=True)
         spec = {
-            "size": size, "rasters": {k: str(v) for k, v in rasters.items()},
-            "output": str(workdir / f"out_{size}.tif"), "stride": args.stride, "batch_size": args.batch_size,
-            "device": args.device, "bf16": args.bf16, "threads": args.threads, "prefetch": args.prefetch,
-        }  # fmt: skip
+            "size": size,
+            "rasters": {k: str(v) for k, v in rasters.items()},
+            "output": str(workdir / f"out_{size}.tif"),
+            "stride": args.stride,
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "bf16": args.bf16,
+            "threads": args.threads,
+            "prefetch": args.prefetch,
+        }
         out = workdir / f"result_{size}.json"
         command = [sys.executable, __file__, "--worker", json.dumps(spec), "--worker-out", str(out)]
         subprocess.run(command, check=True)
@@ -170,9 +188,16 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "PASS" if ok else "FAIL"
     print(f"peak memory {rows[-1]['size']}^2 / {rows[0]['size']}^2 = {ratio:.2f} (acceptance <= 1.3: {verdict})")
     report = {
-        "rows": rows, "peak_ratio": ratio, "pass": ok, "stride": args.stride, "batch_size": args.batch_size,
-        "device": args.device, "bf16": args.bf16, "prefetch": args.prefetch, "cpu_count": os.cpu_count(),
-    }  # fmt: skip
+        "rows": rows,
+        "peak_ratio": ratio,
+        "pass": ok,
+        "stride": args.stride,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "bf16": args.bf16,
+        "prefetch": args.prefetch,
+        "cpu_count": os.cpu_count(),
+    }
     args.json.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.json}")
     return 0 if ok else 1

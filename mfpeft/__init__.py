@@ -36,6 +36,7 @@ _EXPORTS = {
     "register_source": ".data",
     # engine
     "HeatmapResult": ".engine",
+    "PredictionOptions": ".engine",
     "PredictionResult": ".engine",
     "TrainResult": ".engine",
     "TrainingArguments": ".engine",
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they reso
     from .data import Scaling, Tile, available_sources, demo_data_dir, get_source, prepare_dataset, register_source  # noqa: F401
     from .engine import (  # noqa: F401
         HeatmapResult,
+        PredictionOptions,
         PredictionResult,
         TrainingArguments,
         TrainResult,

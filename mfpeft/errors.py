@@ -144,7 +144,8 @@ def _describe(error: BaseException) -> str:
         free = _free_bytes(error.filename) if error.filename else None
         detail = error.strerror if known else (f"{_megabytes(free)} free" if free is not None else "")
         return (
-            f"no space left on the device{where}" + (f" ({detail})" if detail else "")
+            f"no space left on the device{where}"
+            + (f" ({detail})" if detail else "")
             + "; free some space (or choose another output folder) and rerun; nothing partial was kept"
         )
     if isinstance(error, KeyError):

@@ -28,9 +28,11 @@ def hub_uploads(monkeypatch: pytest.MonkeyPatch) -> dict[str, bytes]:
             source = op.path_or_fileobj
             uploaded[op.path_in_repo] = Path(source).read_bytes() if isinstance(source, (str, Path)) else source
         return huggingface_hub.CommitInfo(
-            commit_url=f"https://huggingface.co/{repo_id}/commit/0", commit_message="", commit_description="",
+            commit_url=f"https://huggingface.co/{repo_id}/commit/0",
+            commit_message="",
+            commit_description="",
             oid="0" * 40,
-        )  # fmt: skip
+        )
 
     def fake_create_repo(self, repo_id=None, *args, **kwargs):  # type: ignore[no-untyped-def]
         return huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}")

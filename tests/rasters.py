@@ -23,10 +23,15 @@ def write_raster(
 ) -> Path:
     """Write ``data`` ``(C, H, W)`` as a GeoTIFF on the test grid (or ``transform``); ``creation``: e.g. tiled=True."""
     profile = {
-        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": crs, "transform": transform or from_origin(*ORIGIN, PIXEL, PIXEL),
+        "driver": "GTiff",
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": crs,
+        "transform": transform or from_origin(*ORIGIN, PIXEL, PIXEL),
         **creation,
-    }  # fmt: skip
+    }
     if nodata is not None:
         profile["nodata"] = nodata
     with rasterio.open(path, "w", **profile) as dst:

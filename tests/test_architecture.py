@@ -53,8 +53,15 @@ def test_every_facade_resolves_what_it_lists(name: str) -> None:
 
 
 def test_top_level_facade_lists_the_public_api() -> None:
-    for public in ("MFNetForSegmentation", "MMLoraConfig", "train", "TrainingArguments", "evaluate_model",
-                   "predict_scene", "get_source"):  # fmt: skip
+    for public in (
+        "MFNetForSegmentation",
+        "MMLoraConfig",
+        "train",
+        "TrainingArguments",
+        "evaluate_model",
+        "predict_scene",
+        "get_source",
+    ):
         assert public in mfpeft.__all__
         assert callable(getattr(mfpeft, public))
 
@@ -86,3 +93,22 @@ def test_one_ignore_index() -> None:
 def test_one_colouriser() -> None:
     """The class-id -> colour lookup table is built in common/classes.py only."""
     assert not _grep(r"np\.zeros\(\(256, [34]\)", {"common/classes.py"})
+
+
+def test_one_chip_padder() -> None:
+    """A chip short of the model size is padded by data/raster.py:pad_chip only (the decoder pads feature maps,
+    the demo pads its label map for smoothing: neither is a chip)."""
+    assert not _grep(r"np\.pad\(|F\.pad\(", {"data/raster.py", "models/decoder.py", "data/demo.py"})
+
+
+def test_one_encoder_finder() -> None:
+    """Searching a model's modules for its SAM encoder is tuners/base.py:find_vision_encoder only."""
+    found = []
+    for path in _sources():
+        relative = str(path.relative_to(PACKAGE))
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for number, line in enumerate(lines):
+            loops = re.search(r"for \w+ in .*\.(named_)?modules\(\)", line) and relative != "tuners/base.py"
+            if loops and any("SamVisionEncoder" in after for after in lines[number + 1 : number + 3]):
+                found.append(f"{relative}:{number + 1}: {line.strip()}")
+    assert not found

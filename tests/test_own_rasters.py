@@ -45,8 +45,18 @@ def write_scene(root: Path) -> dict[str, Path]:
 
 
 # What evaluate needs again: the files and the split; the classes and the scaling come from the model.
-RASTERS = ["--optical", "*_b4.tif,*_b5.tif,*_b6.tif", "--dsm", "*_dem.tif", "--labels", "*_veg.tif",
-           "--split-blocks", "validation=0.25,test=0.25", "--block-size", "64"]  # fmt: skip
+RASTERS = [
+    "--optical",
+    "*_b4.tif,*_b5.tif,*_b6.tif",
+    "--dsm",
+    "*_dem.tif",
+    "--labels",
+    "*_veg.tif",
+    "--split-blocks",
+    "validation=0.25,test=0.25",
+    "--block-size",
+    "64",
+]
 SOURCE = [*RASTERS, "--top-classes", "5", "--scaling", "optical=linear:0.0000275,-0.2"]
 
 
@@ -54,15 +64,54 @@ def test_own_rasters_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     data = tmp_path / "data"
     paths = write_scene(data)
     prepared, run = tmp_path / "prepared", tmp_path / "run"
-    assert main(["prepare", "folder", "--data-dir", str(data), "--output", str(prepared), "--chip-size", "64",
-                 "--stride", "64", *SOURCE]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "folder",
+                "--data-dir",
+                str(data),
+                "--output",
+                str(prepared),
+                "--chip-size",
+                "64",
+                "--stride",
+                "64",
+                *SOURCE,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "32767" not in out.split("wrote")[0] or "ignore" in out  # nodata is not a code of the histogram
     assert (prepared / "split_blocks.json").is_file() and (prepared / "split_blocks.png").is_file()
 
-    assert main(["train", "--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "2",
-                 "--batch-size", "2", "--eval-stride", "64", "--dataset", "hf", "--data-dir", str(prepared),
-                 "--output-dir", str(run)]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--preset",
+                "demo",
+                "--base-model",
+                "random:tiny",
+                "--chip-size",
+                "64",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--eval-stride",
+                "64",
+                "--dataset",
+                "hf",
+                "--data-dir",
+                str(prepared),
+                "--output-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     config = json.loads((run / "config.json").read_text())
     # recorded scaling = what was asked (optical), resolved stats (DEM); the raw -> input one, not "none"
@@ -72,17 +121,24 @@ def test_own_rasters_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     # no phantom code: 0 is not in the rasters, and neither is nodata a class
     encoding = config["label_encoding"]
     assert 0 not in {int(k) for k in encoding["code_map"] if k != "*"} and 32767 not in {
-        int(k) for k in encoding["code_map"] if k != "*"}  # fmt: skip
+        int(k) for k in encoding["code_map"] if k != "*"
+    }
     assert len(config["id2label"]) == 5
     # the scaled optical sample is not saturated (linear SR scaling of 7,000..12,000 gives about 0..0.15)
     assert "optical linear:" in out and "saturated" not in capsys.readouterr().err
 
     scores = {}
-    for name, flags in (("raw", ["--dataset", "folder", "--data-dir", str(data), *RASTERS]),
-                        ("prepared", ["--dataset", "hf", "--data-dir", str(prepared)])):  # fmt: skip
+    for name, flags in (
+        ("raw", ["--dataset", "folder", "--data-dir", str(data), *RASTERS]),
+        ("prepared", ["--dataset", "hf", "--data-dir", str(prepared)]),
+    ):
         report = tmp_path / f"{name}.json"
-        assert main(["evaluate", "--model", str(run), "--stride", "64", "--device", "cpu", "--output", str(report),
-                     *flags]) == 0  # fmt: skip
+        assert (
+            main(
+                ["evaluate", "--model", str(run), "--stride", "64", "--device", "cpu", "--output", str(report), *flags]
+            )
+            == 0
+        )
         scores[name] = json.loads(report.read_text())
         summary = capsys.readouterr().err
         assert "evaluating " in summary and "% ignored)" in summary
@@ -96,7 +152,11 @@ def test_own_rasters_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main([*argv, "--model", str(run), "--output", str(labels_tif)]) == 0
     with rasterio.open(labels_tif) as out_ras, rasterio.open(paths["b4"]) as ref:
         assert (out_ras.width, out_ras.height, out_ras.transform, out_ras.crs) == (
-            ref.width, ref.height, ref.transform, ref.crs)  # fmt: skip
+            ref.width,
+            ref.height,
+            ref.transform,
+            ref.crs,
+        )
         colours = out_ras.colormap(1)
     assert all(colours[k][:3] != (0, 0, 0) for k in range(5)), "no class is black in the colour table"
 
@@ -114,9 +174,15 @@ def test_top_classes_are_chosen_on_the_training_blocks_only(tmp_path: Path) -> N
     from mfpeft.data.sources import get_source
 
     write_scene(tmp_path / "data")
-    splits = get_source("folder", tmp_path / "data", modalities={"optical": "*_b4.tif,*_b5.tif,*_b6.tif"},
-                        labels="*_veg.tif", top_classes=5, split_blocks="validation=0.25,test=0.25",
-                        block_size=64)  # fmt: skip
+    splits = get_source(
+        "folder",
+        tmp_path / "data",
+        modalities={"optical": "*_b4.tif,*_b5.tif,*_b6.tif"},
+        labels="*_veg.tif",
+        top_classes=5,
+        split_blocks="validation=0.25,test=0.25",
+        block_size=64,
+    )
     counts, _ = count_tile_codes(splits["train"])
     expected = sorted(sorted(counts, key=lambda code: (-counts[code], code))[:5])
     table = splits["train"][0].label_encoding.code_map or {}

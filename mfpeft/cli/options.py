@@ -1,7 +1,7 @@
 """Flags shared by several commands: the data-source flags, built from the one table of source options
 (`mfpeft.data.sources.options`), and ``--scaling``; and reading them back into `get_source` keywords.
 
-Used by ``mfpeft prepare``, ``train`` and ``evaluate`` (:mod:`mfpeft.cli.main`), by ``predict`` and ``heatmap``
+Used by ``mfpeft prepare``, ``train`` and ``evaluate`` (:mod:`mfpeft.cli.commands`), by ``predict`` and ``heatmap``
 (``--scaling``) and by the recipes' parser (:mod:`mfpeft.cli.training`).
 """
 

@@ -74,8 +74,10 @@ class LabelEncoding:
         if not colours or (self.kind != "palette" and all(tuple(c) == (0, 0, 0) for c in colours)):
             return ISPRS_PALETTE if self.classes == ISPRS_CLASSES else default_palette(len(self.classes))
         for colour in colours:
-            if not isinstance(colour, (list, tuple)) or len(colour) != 3 or not all(
-                _is_int(v) and 0 <= v <= 255 for v in colour
+            if (
+                not isinstance(colour, (list, tuple))
+                or len(colour) != 3
+                or not all(_is_int(v) and 0 <= v <= 255 for v in colour)
             ):
                 raise ValueError(f"LabelEncoding.palette: {colour!r} is not an RGB colour (3 integers 0-255)")
         if len(colours) != len(self.classes):

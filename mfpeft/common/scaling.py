@@ -133,8 +133,10 @@ class Scaling:
         if mode == "divide" and not (np.isfinite(self.divisor) and self.divisor > 0):
             raise ValueError(f"Scaling.divisor must be a positive number, got {self.divisor!r}")
         if mode == "linear" and not (np.isfinite(self.scale) and self.scale != 0 and np.isfinite(self.offset)):
-            raise ValueError(f"Scaling.scale must be a finite non-zero number and offset finite, got "
-                             f"scale={self.scale!r}, offset={self.offset!r}")  # fmt: skip
+            raise ValueError(
+                f"Scaling.scale must be a finite non-zero number and offset finite, got "
+                f"scale={self.scale!r}, offset={self.offset!r}"
+            )
         if mode == "range":
             self._check_range()
         if mode == "zscore" and (self.mean is None) != (self.std is None):
@@ -283,8 +285,10 @@ class Scaling:
         """
         x = np.asarray(x, dtype=np.float32)
         if self.mode == "stats":
-            raise ValueError(f"scaling {self.describe()} is computed over the training tiles first "
-                             "(resolve_input_scaling); it cannot be applied as it is")  # fmt: skip
+            raise ValueError(
+                f"scaling {self.describe()} is computed over the training tiles first "
+                "(resolve_input_scaling); it cannot be applied as it is"
+            )
         if self.needs_tile_statistics and statistics is None:
             raise ValueError(f"Scaling mode {self.mode!r} needs statistics of the whole tile")
         if self.mode == "none":
@@ -308,8 +312,9 @@ class Scaling:
         """float32 bounds: scalars (0-d), or (C,) per band, checked against the ``bands`` of the data."""
         low, high = np.asarray(self.low, np.float32), np.asarray(self.high, np.float32)
         if low.ndim == 1 and len(low) != bands:
-            raise ValueError(f"scaling {self.describe()}: range has {len(low)} per-band bounds but the data has "
-                             f"{bands} bands")  # fmt: skip
+            raise ValueError(
+                f"scaling {self.describe()}: range has {len(low)} per-band bounds but the data has {bands} bands"
+            )
         return low, high
 
     def _apply_tile(self, x: np.ndarray, statistics: TileStatistics) -> np.ndarray:

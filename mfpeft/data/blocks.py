@@ -71,8 +71,9 @@ def parse_split_fractions(value: str | Mapping[str, Any]) -> dict[str, float]:
     for name, raw in pairs:
         name = str(name).strip()
         if name not in BLOCK_SPLITS:
-            raise ValueError(f"--split-blocks {text}: unknown split {name!r}; give validation=F and/or test=F "
-                             "(train gets the rest)")  # fmt: skip
+            raise ValueError(
+                f"--split-blocks {text}: unknown split {name!r}; give validation=F and/or test=F (train gets the rest)"
+            )
         try:
             fraction = float(raw)
         except (TypeError, ValueError):
@@ -213,14 +214,17 @@ def write_block_assignment(
         return None
     target = Path(folder)
     counts = {s: sum(r["split"] == s for r in records) for s in ("train", *BLOCK_SPLITS)}
-    write_json(target / RECORD_JSON, {
-        "split_blocks": parse_split_fractions(options["split_blocks"]),
-        "block_size": int(options.get("block_size") or DEFAULT_BLOCK_SIZE),
-        "split_seed": int(options.get("split_seed", 0)),
-        "window": "row, col, height, width in pixels of the first modality's raster (its first band file)",
-        "blocks_per_split": counts,
-        "blocks": records,
-    })  # fmt: skip
+    write_json(
+        target / RECORD_JSON,
+        {
+            "split_blocks": parse_split_fractions(options["split_blocks"]),
+            "block_size": int(options.get("block_size") or DEFAULT_BLOCK_SIZE),
+            "split_seed": int(options.get("split_seed", 0)),
+            "window": "row, col, height, width in pixels of the first modality's raster (its first band file)",
+            "blocks_per_split": counts,
+            "blocks": records,
+        },
+    )
     return target / RECORD_JSON, _draw_blocks(splits, records, counts, target / RECORD_PNG)
 
 
@@ -264,8 +268,7 @@ def _draw_blocks(
         if not files:
             ax.invert_yaxis()
         ax.set_title(scene, fontsize=9)
-    handles = [Patch(facecolor=_COLOURS[s], label=f"{s}: {counts[s]} blocks")
-               for s in ("train", *BLOCK_SPLITS)]  # fmt: skip
+    handles = [Patch(facecolor=_COLOURS[s], label=f"{s}: {counts[s]} blocks") for s in ("train", *BLOCK_SPLITS)]
     figure.legend(handles=handles, loc="lower center", ncol=3, frameon=False)
     more = f" (first {len(shown)} of {len(scenes)} tiles)" if len(scenes) > len(shown) else ""
     figure.suptitle(f"--split-blocks: {len(records)} blocks{more}")

@@ -125,8 +125,10 @@ def valid_share(
         ValueError: not a readable raster, or bands it does not have.
     """
     if isinstance(source, tuple):
-        return min((valid_share(f, [1], block_pixels=block_pixels) for f in _band_files(source, bands)),
-                   key=lambda counted: counted.share)  # fmt: skip
+        return min(
+            (valid_share(f, [1], block_pixels=block_pixels) for f in _band_files(source, bands)),
+            key=lambda counted: counted.share,
+        )
     if not isinstance(source, (str, Path)):
         return _array_share(np.asarray(source() if callable(source) else source), bands)
     path = Path(source).expanduser()

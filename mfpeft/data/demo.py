@@ -218,10 +218,18 @@ def _write(path: Path, data: np.ndarray, transform: Any, nodata: float | None = 
     import rasterio
 
     profile = {
-        "driver": "GTiff", "height": data.shape[1], "width": data.shape[2], "count": data.shape[0],
-        "dtype": data.dtype.name, "crs": _CRS, "transform": transform, "compress": "deflate",
-        "tiled": True, "blockxsize": 256, "blockysize": 256,
-    }  # fmt: skip
+        "driver": "GTiff",
+        "height": data.shape[1],
+        "width": data.shape[2],
+        "count": data.shape[0],
+        "dtype": data.dtype.name,
+        "crs": _CRS,
+        "transform": transform,
+        "compress": "deflate",
+        "tiled": True,
+        "blockxsize": 256,
+        "blockysize": 256,
+    }
     if nodata is not None:
         profile["nodata"] = nodata
     with rasterio.open(path, "w", **profile) as dst:

@@ -267,9 +267,7 @@ def _codes_encoding(
         raise ValueError(f"code_map {dict(code_map or {})} sends every code to 255 (ignore): nothing to learn")
     names = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(indices[-1] + 1))
     if indices[-1] >= len(names):
-        raise ValueError(
-            f"code_map maps codes to class {indices[-1]} but there are {len(names)} classes {list(names)}"
-        )
+        raise ValueError(f"code_map maps codes to class {indices[-1]} but there are {len(names)} classes {list(names)}")
     colours = _palette_for(palette, names, "codes")
     return LabelEncoding("codes", names, colours or (), code_map=table, nodata=nodata, other=other)
 
@@ -346,9 +344,7 @@ def top_classes_encoding(
     table.update({code: index for index, code in enumerate(kept)})
     names = tuple(classes) if classes is not None else tuple(f"class_{i}" for i in range(top_classes))
     colours = _palette_for(palette, names, "codes")
-    return LabelEncoding(
-        "codes", names, colours or (), code_map=table, nodata=encoding.nodata, other=IGNORE_INDEX
-    )
+    return LabelEncoding("codes", names, colours or (), code_map=table, nodata=encoding.nodata, other=IGNORE_INDEX)
 
 
 def describe_labels(tiles: Sequence[Tile]) -> str:

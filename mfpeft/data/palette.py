@@ -45,6 +45,7 @@ __all__ = [
     "rgb_to_labels",
 ]
 
+
 def _parse_hex(text: str) -> tuple[int, int, int] | None:
     digits = text[1:] if text.startswith("#") else ""
     if len(digits) == 3:

@@ -243,8 +243,9 @@ class _BandStack:
     def own_footprint(self) -> tuple[int, int, int, int]:
         """Align the band files onto the first one; returns where all of them hold values on its grid."""
         first = self.parts[0]
-        return self._intersect([first.own_footprint()] + [p.footprint_on(first, Resampling.bilinear) for p in
-                                                           self.parts[1:]])  # fmt: skip
+        return self._intersect(
+            [first.own_footprint()] + [p.footprint_on(first, Resampling.bilinear) for p in self.parts[1:]]
+        )
 
     def footprint_on(self, ref: _Layer | _BandStack, resampling: Resampling) -> tuple[int, int, int, int]:
         """Align every band file onto ``ref``'s grid; returns where all of them hold values there."""

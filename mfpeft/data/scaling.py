@@ -67,8 +67,9 @@ def requested_scalings(
     have = set(tiles[0].modalities) if tiles else set(modalities)
     unknown = sorted(set(given) - have)
     if unknown:
-        raise ValueError(f"--scaling names modality {unknown[0]!r}, which the tiles do not have (they have "
-                         f"{sorted(have)})")  # fmt: skip
+        raise ValueError(
+            f"--scaling names modality {unknown[0]!r}, which the tiles do not have (they have {sorted(have)})"
+        )
     out: dict[str, Scaling] = {}
     for m in modalities:
         out[m] = given.get(m) or default_scaling(m)  # no tiles: what a tile without a recommendation gets
@@ -77,8 +78,10 @@ def requested_scalings(
             if index == 0:
                 out[m] = s
             elif s != out[m]:
-                raise ValueError(f"modality {m!r}: tile {tiles[0].name!r} is read with {out[m].describe()} but tile "
-                                 f"{tile.name!r} with {s.describe()}; give one with --scaling {m}=MODE")  # fmt: skip
+                raise ValueError(
+                    f"modality {m!r}: tile {tiles[0].name!r} is read with {out[m].describe()} but tile "
+                    f"{tile.name!r} with {s.describe()}; give one with --scaling {m}=MODE"
+                )
     return out
 
 
@@ -106,8 +109,10 @@ def resolve_stats(tiles: Sequence[Tile], scaling: Mapping[str, Scaling]) -> dict
         return out
     if not tiles:
         m = pending[0]
-        raise ValueError(f"--scaling {m}={scaling[m].describe()}: computed over the training tiles, and there are "
-                         f"none here; give its range instead (--scaling {m}=range:LO,HI)")  # fmt: skip
+        raise ValueError(
+            f"--scaling {m}={scaling[m].describe()}: computed over the training tiles, and there are "
+            f"none here; give its range instead (--scaling {m}=range:LO,HI)"
+        )
     bounds = _pooled_percentiles(tiles, {m: scaling[m].percentiles for m in pending})
     for m, (low, high) in bounds.items():
         origin = f"{scaling[m].describe()} over {len(tiles)} training tile{'s' if len(tiles) != 1 else ''}"
@@ -146,22 +151,28 @@ def model_input_scaling(
         have = Scaling.from_dict(recorded[name]) if name in recorded else None
         want = asked.get(name)
         if want is not None and want.mode == "stats":
-            raise ValueError(f"--scaling {name}={want.describe()}: computed over the training tiles, and a scene "
-                             f"has none; give the range (--scaling {name}=range:LO,HI) or leave the model's "
-                             f"({have.describe() if have else 'none recorded'})")  # fmt: skip
+            raise ValueError(
+                f"--scaling {name}={want.describe()}: computed over the training tiles, and a scene "
+                f"has none; give the range (--scaling {name}=range:LO,HI) or leave the model's "
+                f"({have.describe() if have else 'none recorded'})"
+            )
         if want is not None:
             if have is not None and want != have:
-                message = (f"modality {name!r}: reading it with {want.describe()} as --scaling asks, not with "
-                           f"{have.describe()}, the scaling the model was trained with")  # fmt: skip
+                message = (
+                    f"modality {name!r}: reading it with {want.describe()} as --scaling asks, not with "
+                    f"{have.describe()}, the scaling the model was trained with"
+                )
                 warnings.warn(message, UserWarning, stacklevel=2)
             out[name] = want
         elif have is not None:
             out[name] = have
         else:
             out[name] = default_scaling(name)
-            message = (f"the model records no input scaling for modality {name!r}; reading it with "
-                       f"{out[name].describe()} (the paper's; models saved before mfpeft recorded it were trained "
-                       f"so); give --scaling {name}=MODE if it was not")  # fmt: skip
+            message = (
+                f"the model records no input scaling for modality {name!r}; reading it with "
+                f"{out[name].describe()} (the paper's; models saved before mfpeft recorded it were trained "
+                f"so); give --scaling {name}=MODE if it was not"
+            )
             warnings.warn(message, UserWarning, stacklevel=2)
     return out
 

@@ -62,9 +62,12 @@ def _extent(read_block: BlockReader, windows: Sequence[ChipWindow]) -> tuple[Any
 
 
 def _add_histogram(
-    hist: np.ndarray, read_block: BlockReader, windows: Sequence[ChipWindow],
-    lo: np.ndarray, span: np.ndarray,
-) -> None:  # fmt: skip
+    hist: np.ndarray,
+    read_block: BlockReader,
+    windows: Sequence[ChipWindow],
+    lo: np.ndarray,
+    span: np.ndarray,
+) -> None:
     """Pass 2: add the finite values to ``hist`` (C, 65,536 bins from ``lo`` over ``span``)."""
     for w in windows:
         block = np.asarray(read_block(w), dtype=np.float64).reshape(lo.shape[0], -1)
@@ -143,15 +146,18 @@ def pooled_percentiles(
         lo, hi, _, _, count = _extent(read, _strips(height, width, _BLOCK_PIXELS))
         seen = extents.setdefault(m, [lo, hi, count * 0])
         if len(lo) != len(seen[0]):
-            raise ValueError(f"tile {name!r}: modality {m!r} has {len(lo)} bands, the training tiles before it "
-                             f"have {len(seen[0])}")  # fmt: skip
+            raise ValueError(
+                f"tile {name!r}: modality {m!r} has {len(lo)} bands, the training tiles before it have {len(seen[0])}"
+            )
         extents[m] = [np.minimum(seen[0], lo), np.maximum(seen[1], hi), seen[2] + count]
 
     each_tile(extend)
     for m, (_, _, count) in extents.items():
         for band in np.flatnonzero(count == 0):
-            raise ValueError(f"modality {m!r} band {band + 1} has no valid pixel in the {tile_count} training "
-                             "tiles; its statistics (stats) cannot be computed")  # fmt: skip
+            raise ValueError(
+                f"modality {m!r} band {band + 1} has no valid pixel in the {tile_count} training "
+                "tiles; its statistics (stats) cannot be computed"
+            )
     hists = {m: np.zeros((len(lo), _HIST_BINS), dtype=np.int64) for m, (lo, _, _) in extents.items()}
     spans = {m: np.where(hi > lo, hi - lo, 1.0) for m, (lo, hi, _) in extents.items()}
 
@@ -163,9 +169,13 @@ def pooled_percentiles(
 
 
 def _bounds(
-    modality: str, lo: np.ndarray, hi: np.ndarray, hist: np.ndarray, span: np.ndarray,
+    modality: str,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    hist: np.ndarray,
+    span: np.ndarray,
     percentiles: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray]:
     """The percentiles of one modality's pooled histogram, widened where they coincide (a band that is
     nearly constant: its min and max; one that is constant: one unit, with a warning)."""
     p_lo, p_hi = _quantiles(hist, lo, hi, span, percentiles)
@@ -173,6 +183,10 @@ def _bounds(
         p_lo[band], p_hi[band] = lo[band], hi[band]
         if hi[band] <= lo[band]:
             p_hi[band] = lo[band] + 1.0
-            warnings.warn(f"modality {modality!r} band {band + 1} holds the one value {lo[band]:g} in every training "
-                          "tile; its model input is 0 everywhere", UserWarning, stacklevel=3)  # fmt: skip
+            warnings.warn(
+                f"modality {modality!r} band {band + 1} holds the one value {lo[band]:g} in every training "
+                "tile; its model input is 0 everywhere",
+                UserWarning,
+                stacklevel=3,
+            )
     return p_lo, p_hi

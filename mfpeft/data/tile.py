@@ -100,8 +100,9 @@ class Tile:
             values = tuple(self.window)
             integers = all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in values)
             if len(values) != 4 or not integers:
-                raise ValueError(f"tile {self.name!r}: window must be 4 integers (row, col, height, width), "
-                                 f"got {values}")
+                raise ValueError(
+                    f"tile {self.name!r}: window must be 4 integers (row, col, height, width), got {values}"
+                )
             if values[0] < 0 or values[1] < 0 or values[2] <= 0 or values[3] <= 0:
                 raise ValueError(f"tile {self.name!r}: window {values} needs row, col >= 0 and height, width > 0")
             self.window = ChipWindow(*(int(v) for v in values))

@@ -16,6 +16,7 @@ _EXPORTS = {
     "heatmap_figure": ".heatmap",
     "PredictionResult": ".predict",
     "predict_scene": ".predict",
+    "PredictionOptions": ".prediction_options",
     "TrainResult": ".training",
     "train": ".training",
 }
@@ -27,4 +28,5 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they reso
     from .evaluation import evaluate_model  # noqa: F401
     from .heatmap import HeatmapResult, heatmap_figure  # noqa: F401
     from .predict import PredictionResult, predict_scene  # noqa: F401
+    from .prediction_options import PredictionOptions  # noqa: F401
     from .training import TrainResult, train  # noqa: F401

@@ -127,9 +127,11 @@ class TrainingArguments:
     source_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "data source options"})
     scaling: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "raw -> input scaling per modality: text (--scaling NAME=MODE, e.g. 'range:0,3000') or "
-                  "Scaling; default the source's (stats for folder / hf data); recorded in the model"},
-    )  # fmt: skip
+        metadata={
+            "help": "raw -> input scaling per modality: text (--scaling NAME=MODE, e.g. 'range:0,3000') or "
+            "Scaling; default the source's (stats for folder / hf data); recorded in the model"
+        },
+    )
 
     def __post_init__(self) -> None:
         self.validate()
@@ -167,8 +169,16 @@ class TrainingArguments:
             raise ValueError(f"optimizer={self.optimizer!r} must be one of {OPTIMIZERS}")
 
     def _check_counts(self) -> None:
-        counts = ("rank", "epochs", "steps_per_epoch", "batch_size", "chip_size", "eval_stride", "eval_batch_size",
-                  "checkpoints_total_limit")  # fmt: skip
+        counts = (
+            "rank",
+            "epochs",
+            "steps_per_epoch",
+            "batch_size",
+            "chip_size",
+            "eval_stride",
+            "eval_batch_size",
+            "checkpoints_total_limit",
+        )
         for name in counts:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:

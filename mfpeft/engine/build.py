@@ -90,8 +90,9 @@ def write_generated_base_model(
     if base_model.startswith(RANDOM_PREFIX):
         model = random_sam_vision_model(base_model.removeprefix(RANDOM_PREFIX), image_size=image_size, seed=seed)
     else:
-        folder = demo_encoder_dir(DemoPretrainingConfig(size=base_model.removeprefix(DEMO_ENCODER_PREFIX),
-                                                        data_seed=data_seed))  # fmt: skip
+        folder = demo_encoder_dir(
+            DemoPretrainingConfig(size=base_model.removeprefix(DEMO_ENCODER_PREFIX), data_seed=data_seed)
+        )
         model = load_sam_vision_encoder(folder, image_size=image_size)
         model.name_or_path = base_model
     size = sum(t.numel() * t.element_size() for t in model.state_dict().values())
@@ -120,9 +121,11 @@ def build_model(
 ) -> PeftModel:
     """MFNet around SAM with the requested tuner; only tuner weights and the head are trainable."""
     sam = load_sam_vision_encoder(
-        sam_name_or_path, image_size=args.chip_size, rel_pos=args.rel_pos,  # type: ignore[arg-type]
+        sam_name_or_path,
+        image_size=args.chip_size,
+        rel_pos=args.rel_pos,  # type: ignore[arg-type]
         attn_implementation=args.attn_implementation,
-    )  # fmt: skip
+    )
     config = MFNetConfig(
         vision_config=sam.config,
         modalities=[(name, channels) for name, channels in modality_channels.items()],

@@ -66,8 +66,11 @@ def _sha256(path: Path) -> str:
 
 def write_manifest(folder: Path) -> None:
     """List every file of ``folder`` (name, size, sha256) in its manifest."""
-    files = {p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
-             for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST}  # fmt: skip
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": _sha256(p)}
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.name != MANIFEST
+    }
     write_json(folder / MANIFEST, {"format": "mfpeft-checkpoint/1", "files": files})
 
 

@@ -257,9 +257,19 @@ def evaluate_tiles(
     matrix, windows_read = ConfusionMatrix(num_labels), 0
     for index, bands in tqdm(shares, desc="evaluate", leave=False, disable=not progress or rank != 0):
         part, read = tile_confusion(
-            model, tiles[index], modalities=modalities, num_labels=num_labels, chip_size=chip_size, stride=stride,
-            batch_size=batch_size, scaling=scaling, labels=labels, device=device, autocast=autocast, bands=bands,
-        )  # fmt: skip
+            model,
+            tiles[index],
+            modalities=modalities,
+            num_labels=num_labels,
+            chip_size=chip_size,
+            stride=stride,
+            batch_size=batch_size,
+            scaling=scaling,
+            labels=labels,
+            device=device,
+            autocast=autocast,
+            bands=bands,
+        )
         matrix += part
         windows_read += read
     if world == 1:
@@ -347,10 +357,17 @@ def evaluate_model(
         classes = list(config.id2label.values())
         print(evaluation_summary(splits[split], classes, config.image_size, stride, expected), file=sys.stderr)
     matrix = evaluate_tiles(
-        model, splits[split], modalities=config.modality_names, num_labels=config.num_labels,
-        chip_size=config.image_size, stride=stride, batch_size=batch_size, scaling=expected, accelerator=accelerator,
+        model,
+        splits[split],
+        modalities=config.modality_names,
+        num_labels=config.num_labels,
+        chip_size=config.image_size,
+        stride=stride,
+        batch_size=batch_size,
+        scaling=expected,
+        accelerator=accelerator,
         device=target,
-    )  # fmt: skip
+    )
     return _scores_report(matrix, config)
 
 

@@ -38,8 +38,9 @@ def tile_sizes(tiles: list[Tile]) -> list[tuple[int, int]]:
     return sizes
 
 
-def evaluation_summary(tiles: Sequence[Tile], classes: Sequence[str], chip_size: int, stride: int,
-                       scalings: Mapping[str, Any]) -> str:
+def evaluation_summary(
+    tiles: Sequence[Tile], classes: Sequence[str], chip_size: int, stride: int, scalings: Mapping[str, Any]
+) -> str:
     """One line before an evaluation: tiles, windows, label pixels per class and the ignored share, scaling."""
     from ..data.checks import count_labels
 
@@ -48,8 +49,10 @@ def evaluation_summary(tiles: Sequence[Tile], classes: Sequence[str], chip_size:
     shares = ", ".join(f"{n} {100 * c / max(counts.total, 1):.1f} %" for n, c in zip(classes, counts.pixels))
     scaling = "; ".join(f"{m} {s.describe()}" for m, s in scalings.items())
     windows = sliding_window_count(sizes, chip_size, stride)
-    return (f"{split_line('evaluating', tiles, sizes, f'{windows:,} windows at stride {stride}')}; labels "
-            f"{counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): {shares}; scaling {scaling}")
+    return (
+        f"{split_line('evaluating', tiles, sizes, f'{windows:,} windows at stride {stride}')}; labels "
+        f"{counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): {shares}; scaling {scaling}"
+    )
 
 
 def split_line(name: str, tiles: Sequence[Tile], sizes: Sequence[tuple[int, int]], what: str) -> str:

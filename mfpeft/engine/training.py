@@ -68,8 +68,13 @@ class TrainState:
     history: list[dict[str, Any]] = field(default_factory=list)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "best_miou": self.best_miou, "best_step": self.best_step,
-                "best_scores": self.best_scores, "history": self.history}  # fmt: skip
+        return {
+            "step": self.step,
+            "best_miou": self.best_miou,
+            "best_step": self.best_step,
+            "best_scores": self.best_scores,
+            "history": self.history,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step, self.best_miou = int(state["step"]), float(state["best_miou"])
@@ -124,7 +129,11 @@ def resolve_modalities(requested: list[str] | None, tile: Tile, dataset: str) ->
 
 
 def scan_inputs(
-    train_tiles: list[Tile], validation: list[Tile], test: list[Tile], modalities: list[str], classes: list[str],
+    train_tiles: list[Tile],
+    validation: list[Tile],
+    test: list[Tile],
+    modalities: list[str],
+    classes: list[str],
     say: Any,
 ) -> None:
     """Read every input and label raster once before training: an empty modality, an unknown label colour or code
@@ -136,13 +145,20 @@ def scan_inputs(
     if any(t.window is not None for t in train_tiles):  # --split-blocks: may have drawn a class out of train
         missing_class_warning(counts.pixels, classes)
     shares = ", ".join(f"{name} {100 * n / max(counts.total, 1):.1f} %" for name, n in zip(classes, counts.pixels))
-    say(f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
-        f"{shares}")  # fmt: skip
+    say(
+        f"Training labels: {len(train_tiles)} tiles, {counts.total:,} px ({100 * counts.ignored_share:.1f} % ignored): "
+        f"{shares}"
+    )
 
 
 def say_data_summary(
-    say: Any, args: TrainingArguments, train_set: RandomChipDataset, validation: list[Tile], test: list[Tile],
-    modalities: list[str], chips_per_epoch: int,
+    say: Any,
+    args: TrainingArguments,
+    train_set: RandomChipDataset,
+    validation: list[Tile],
+    test: list[Tile],
+    modalities: list[str],
+    chips_per_epoch: int,
 ) -> None:
     """Two lines before the first step: the splits (tiles, megapixels, chips or windows), then each modality's
     scaling and the scaled value range of a few training chips (a saturated band also gets a warning)."""
@@ -224,7 +240,11 @@ def _train(args: TrainingArguments, work_dir: Path) -> TrainResult:
     resumed run repeats it exactly): data, model, optimizer and loader, loop, then selection, test and save."""
     accelerator = start_accelerator(args, work_dir)
     data = load_training_data(args, accelerator)
-    resume_path = find_checkpoint(work_dir, args.resume_from_checkpoint, accelerator.print) if args.resume_from_checkpoint else None  # noqa: E501
+    resume_path = (
+        find_checkpoint(work_dir, args.resume_from_checkpoint, accelerator.print)
+        if args.resume_from_checkpoint
+        else None
+    )
     model = build_run_model(args, accelerator, work_dir, data)
     run = prepare_run(args, accelerator, work_dir, data, model, resume_path)
     seconds = train_loop(run)
@@ -300,9 +320,14 @@ def load_training_data(args: TrainingArguments, accelerator: Accelerator) -> Tra
     # split is read with it, and the model records it, so that predict reads new rasters the same way.
     scaling = resolve_input_scaling(train_tiles, modalities, args.scaling)
     train_set = RandomChipDataset(
-        train_tiles, modalities, chip_size=args.chip_size, length=chips_per_epoch, seed=args.seed, rot90=args.rot90,
+        train_tiles,
+        modalities,
+        chip_size=args.chip_size,
+        length=chips_per_epoch,
+        seed=args.seed,
+        rot90=args.rot90,
         scaling=scaling,
-    )  # fmt: skip
+    )
     check_chip_size(args.chip_size, train_set.sizes, [t.name for t in train_tiles])
     data = TrainingData(splits, train_tiles, train_set, modalities, scaling, modality_channels(train_set, args))
     say = accelerator.print
@@ -331,9 +356,14 @@ def build_run_model(args: TrainingArguments, accelerator: Accelerator, work_dir:
         accelerator.print(generated_base_model_notice(args.base_model))
     recorded_scaling = {name: s.to_dict() for name, s in data.train_set.input_scaling.items()}
     model = build_model(
-        args, base_model_source(args.base_model, work_dir), modality_channels=data.channels, classes=data.classes,
-        palette=data.palette, input_scaling=recorded_scaling, score_classes=data.score_classes,
-    )  # fmt: skip
+        args,
+        base_model_source(args.base_model, work_dir),
+        modality_channels=data.channels,
+        classes=data.classes,
+        palette=data.palette,
+        input_scaling=recorded_scaling,
+        score_classes=data.score_classes,
+    )
     if not generated:
         _create_run_folder(accelerator, args, work_dir)
     if accelerator.is_main_process:  # --split-blocks: which block went to which split (nothing written otherwise)
@@ -378,14 +408,19 @@ class TrainingRun:
 
 
 def prepare_run(
-    args: TrainingArguments, accelerator: Accelerator, work_dir: Path, data: TrainingData, model: Any,
+    args: TrainingArguments,
+    accelerator: Accelerator,
+    work_dir: Path,
+    data: TrainingData,
+    model: Any,
     resume_path: Path | None,
 ) -> TrainingRun:
     """The optimizer over the trainable parameters, the LR schedule and the loader, prepared by Accelerate; the
     saved state of ``resume_path`` loaded into them; the trackers started."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    accelerator.print(f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; "
-                      f"modalities {data.channels}")  # fmt: skip
+    accelerator.print(
+        f"{args.tuner}: {sum(p.numel() for p in trainable):,} trainable parameters; modalities {data.channels}"
+    )
     optimizer = make_optimizer(trainable, args)
     # Milestones are counted in optimizer steps of one process; stepped by hand so that Accelerate does not
     # advance the schedule once per process.
@@ -395,9 +430,13 @@ def prepare_run(
     # The loader gets its own generator: creating an iterator draws a seed from it, and drawing from the global
     # RNG instead would shift dropout after a resume (a new iterator is made there) and break exact resumption.
     loader = DataLoader(
-        data.train_set, batch_size=args.batch_size, collate_fn=collate_chips, num_workers=args.num_workers,
-        drop_last=True, generator=torch.Generator().manual_seed(args.seed),
-    )  # fmt: skip
+        data.train_set,
+        batch_size=args.batch_size,
+        collate_fn=collate_chips,
+        num_workers=args.num_workers,
+        drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
     # Model state plus up to two optimizer moments per trained value (AdamW), for the free-space check.
     checkpoint_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     checkpoint_bytes += 2 * sum(p.numel() * p.element_size() for p in trainable)
@@ -468,8 +507,13 @@ def validate_and_select(run: TrainingRun, running_loss: float) -> None:
     run.model.eval()
     scores, _ = score_split(run, run.data.validation)
     run.model.train()
-    entry = {"step": state.step, "loss": running_loss, "val_mIoU": scores["mean_iou"],
-             "val_OA": scores["overall_accuracy"], "val_mF1": scores["mean_f1"]}  # fmt: skip
+    entry = {
+        "step": state.step,
+        "loss": running_loss,
+        "val_mIoU": scores["mean_iou"],
+        "val_OA": scores["overall_accuracy"],
+        "val_mF1": scores["mean_f1"],
+    }
     state.history.append(entry)
     accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=state.step)
     accelerator.print(f"step {state.step}: loss {running_loss:.4f}, validation mIoU {scores['mean_iou']:.4f}")
@@ -485,18 +529,30 @@ def score_split(run: TrainingRun, tiles: list[Tile]) -> tuple[dict[str, Any], An
     ((K, K) numpy, rows reference)."""
     data, args = run.data, run.args
     matrix = evaluate_tiles(
-        run.accelerator.unwrap_model(run.model), tiles, modalities=data.modalities, num_labels=len(data.classes),
-        chip_size=args.chip_size, stride=args.eval_stride, batch_size=args.eval_batch_size, scaling=data.scaling,
+        run.accelerator.unwrap_model(run.model),
+        tiles,
+        modalities=data.modalities,
+        num_labels=len(data.classes),
+        chip_size=args.chip_size,
+        stride=args.eval_stride,
+        batch_size=args.eval_batch_size,
+        scaling=data.scaling,
         accelerator=run.accelerator,
-    )  # fmt: skip
+    )
     return segmentation_scores(matrix.matrix, data.classes, data.score_classes), matrix.matrix
 
 
 def save_training_state(run: TrainingRun) -> None:
     """A resumable checkpoint of the step just taken (every process writes its part)."""
     trainer_state = {"train_state": run.state.state_dict(), "scheduler": scheduler_state(run.scheduler)}
-    save_checkpoint(run.accelerator, run.work_dir, run.state.step, trainer_state, run.args.checkpoints_total_limit,
-                    size_hint=run.checkpoint_bytes)  # fmt: skip
+    save_checkpoint(
+        run.accelerator,
+        run.work_dir,
+        run.state.step,
+        trainer_state,
+        run.args.checkpoints_total_limit,
+        size_hint=run.checkpoint_bytes,
+    )
 
 
 # -- select, test, save --
@@ -512,8 +568,12 @@ def select_and_test(run: TrainingRun, seconds: float) -> tuple[Any, dict[str, An
     if data.validation and (best / "adapter_model.safetensors").is_file():
         load_trained_weights(unwrapped, best)
     unwrapped.eval()
-    metrics: dict[str, Any] = {"steps": state.step, "train_seconds": round(seconds, 1), "history": state.history,
-                               "selected_step": state.best_step if data.validation else state.step}  # fmt: skip
+    metrics: dict[str, Any] = {
+        "steps": state.step,
+        "train_seconds": round(seconds, 1),
+        "history": state.history,
+        "selected_step": state.best_step if data.validation else state.step,
+    }
     if data.validation:
         metrics["validation"] = state.best_scores  # scored when selected; the weights are those of that step
     if not data.test:
@@ -525,7 +585,10 @@ def select_and_test(run: TrainingRun, seconds: float) -> tuple[Any, dict[str, An
 
 
 def save_run(
-    run: TrainingRun, unwrapped: Any, metrics: dict[str, Any], tested: tuple[dict[str, Any], Any] | None,
+    run: TrainingRun,
+    unwrapped: Any,
+    metrics: dict[str, Any],
+    tested: tuple[dict[str, Any], Any] | None,
     seconds: float,
 ) -> None:
     """On the main process: the adapter with its model card, metrics.json, plots and previews, the run swapped into
@@ -555,12 +618,22 @@ def save_run(
 def write_validation_previews(run: TrainingRun, unwrapped: Any) -> None:
     """``preview.png``: four fixed validation chips (seed 1, no augmentation) with labels and prediction."""
     data, args = run.data, run.args
-    preview_set = RandomChipDataset(data.validation, data.modalities, chip_size=args.chip_size, length=4, seed=1,
-                                    augment=False, scaling=data.scaling)  # fmt: skip
+    preview_set = RandomChipDataset(
+        data.validation,
+        data.modalities,
+        chip_size=args.chip_size,
+        length=4,
+        seed=1,
+        augment=False,
+        scaling=data.scaling,
+    )
     write_chip_previews(
-        unwrapped, [preview_set[i] for i in range(4)], data.palette, run.work_dir / "preview.png",
+        unwrapped,
+        [preview_set[i] for i in range(4)],
+        data.palette,
+        run.work_dir / "preview.png",
         device=run.accelerator.device,
-    )  # fmt: skip
+    )
 
 
 def _create_run_folder(accelerator: Accelerator, args: TrainingArguments, work_dir: Path) -> None:
@@ -594,8 +667,10 @@ def scores_line(metrics: dict[str, Any]) -> str:
         scores = metrics.get(split)
         if scores:
             step = f" (step {metrics['selected_step']})" if split == "validation" else ""
-            parts.append(f"{split}{step} mIoU {scores['mean_iou']:.4f}, mF1 {scores['mean_f1']:.4f}, "
-                         f"OA {scores['overall_accuracy']:.4f}")  # fmt: skip
+            parts.append(
+                f"{split}{step} mIoU {scores['mean_iou']:.4f}, mF1 {scores['mean_f1']:.4f}, "
+                f"OA {scores['overall_accuracy']:.4f}"
+            )
     return "; ".join(parts) or "no validation or test split to score"
 
 
@@ -604,8 +679,9 @@ def training_hyperparameters(args: TrainingArguments, steps: int, num_processes:
     optimizer = f"{args.optimizer} (momentum {args.momentum})" if args.optimizer == "sgd" else args.optimizer
     schedule = (
         f"x{args.lr_gamma:g} at epochs {', '.join(map(str, args.lr_milestones))} of {args.epochs}"
-        if args.lr_milestones else "constant"
-    )  # fmt: skip
+        if args.lr_milestones
+        else "constant"
+    )
     return {
         "dataset": args.dataset if args.data_dir is None else f"{args.dataset} ({Path(args.data_dir).name})",
         "base_model": recorded_base_model(args.base_model),

@@ -251,10 +251,7 @@ class ConfusionMatrix:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def __repr__(self) -> str:
-        return (
-            f"ConfusionMatrix(num_labels={self.num_labels}, ignore_index={self.ignore_index}, "
-            f"total={self.total})"
-        )
+        return f"ConfusionMatrix(num_labels={self.num_labels}, ignore_index={self.ignore_index}, total={self.total})"
 
 
 def _validated_counts(matrix: npt.ArrayLike, num_labels: int) -> npt.NDArray[np.int64]:
@@ -262,9 +259,7 @@ def _validated_counts(matrix: npt.ArrayLike, num_labels: int) -> npt.NDArray[np.
         matrix = matrix.detach().cpu().numpy()
     counts = np.asarray(matrix)
     if counts.shape != (num_labels, num_labels):
-        raise ValueError(
-            f"confusion matrix must have shape ({num_labels}, {num_labels}), got {tuple(counts.shape)}"
-        )
+        raise ValueError(f"confusion matrix must have shape ({num_labels}, {num_labels}), got {tuple(counts.shape)}")
     if not np.issubdtype(counts.dtype, np.integer):
         raise ValueError(f"confusion matrix must hold integer counts, got dtype {counts.dtype}")
     if counts.size and counts.min() < 0:

@@ -47,13 +47,9 @@ def plot_confusion_matrix(
     num_labels = counts.shape[0]
     names = [str(n) for n in class_names]
     if len(names) != num_labels:
-        raise ValueError(
-            f"class_names has {len(names)} names but the confusion matrix has {num_labels} classes"
-        )
+        raise ValueError(f"class_names has {len(names)} names but the confusion matrix has {num_labels} classes")
     row_sums = counts.sum(axis=1, keepdims=True).astype(np.float64)
-    shares = np.divide(
-        counts.astype(np.float64), row_sums, out=np.full(counts.shape, np.nan), where=row_sums > 0
-    )
+    shares = np.divide(counts.astype(np.float64), row_sums, out=np.full(counts.shape, np.nan), where=row_sums > 0)
 
     side = max(4.0, 1.0 + 0.9 * num_labels)
     figure = Figure(figsize=(side + 1.5, side), layout="constrained")
@@ -95,9 +91,7 @@ def plot_per_class(scores: dict[str, Any], path: PathLike, dpi: int = 100) -> Pa
         f1 = np.asarray(scores["per_class_f1"], dtype=np.float64)
         iou = np.asarray(scores["per_class_iou"], dtype=np.float64)
     except KeyError as error:
-        raise ValueError(
-            f"scores lack the key {error}; pass the dict returned by segmentation_scores"
-        ) from None
+        raise ValueError(f"scores lack the key {error}; pass the dict returned by segmentation_scores") from None
     scored = set(scores.get("score_classes", range(len(names))))
     positions = np.arange(len(names))
     width = 0.4

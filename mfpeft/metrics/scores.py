@@ -37,9 +37,7 @@ def _as_count_matrix(matrix: npt.ArrayLike) -> npt.NDArray[np.int64]:
         matrix = matrix.detach().cpu().numpy()  # type: ignore[union-attr]
     counts = np.asarray(matrix)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] == 0:
-        raise ValueError(
-            f"confusion matrix must be a non-empty square (K, K) array, got shape {counts.shape}"
-        )
+        raise ValueError(f"confusion matrix must be a non-empty square (K, K) array, got shape {counts.shape}")
     if not np.issubdtype(counts.dtype, np.integer):
         raise ValueError(f"confusion matrix must hold integer counts, got dtype {counts.dtype}")
     if counts.min() < 0:
@@ -64,9 +62,7 @@ def _validated_score_classes(score_classes: Sequence[int] | None, num_labels: in
 def _ratio(numerator: npt.NDArray[np.int64], denominator: npt.NDArray[np.int64]) -> npt.NDArray[np.float64]:
     # int64 -> float64 is exact below 2**53 pixels per class, so the division is the only rounding.
     out = np.full(numerator.shape, np.nan, dtype=np.float64)
-    np.divide(
-        numerator.astype(np.float64), denominator.astype(np.float64), out=out, where=denominator > 0
-    )
+    np.divide(numerator.astype(np.float64), denominator.astype(np.float64), out=out, where=denominator > 0)
     return out
 
 

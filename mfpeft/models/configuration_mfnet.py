@@ -37,8 +37,16 @@ def _as_vision_config(value: SamVisionConfig | Mapping[str, Any] | None) -> SamV
 
 def validate_vision_config(config: SamVisionConfig) -> None:
     """Raise ValueError naming the first `vision_config` field out of range (transformers checks only types)."""
-    for name in ("hidden_size", "output_channels", "num_hidden_layers", "num_attention_heads", "patch_size",
-                 "window_size", "mlp_dim", "num_pos_feats"):  # fmt: skip
+    for name in (
+        "hidden_size",
+        "output_channels",
+        "num_hidden_layers",
+        "num_attention_heads",
+        "patch_size",
+        "window_size",
+        "mlp_dim",
+        "num_pos_feats",
+    ):
         check_number(f"vision_config.{name}", getattr(config, name), 1, integer=True)
     if config.num_channels != 3:
         raise ValueError(f"vision_config.num_channels={config.num_channels!r} must be 3 (SAM takes RGB-shaped input)")
@@ -260,8 +268,10 @@ class MFNetConfig(PreTrainedConfig):
             except (TypeError, ValueError) as error:
                 raise ValueError(f"input_scaling[{name!r}]: {error}") from None
             if scaling.mode == "stats":
-                raise ValueError(f"input_scaling[{name!r}] is an unresolved {scaling.describe()}; record the "
-                                 "per-band range it resolved to over the training tiles")  # fmt: skip
+                raise ValueError(
+                    f"input_scaling[{name!r}] is an unresolved {scaling.describe()}; record the "
+                    "per-band range it resolved to over the training tiles"
+                )
 
     def _validate_decoder(self) -> None:
         check_number("decode_channels", self.decode_channels, 1, integer=True)

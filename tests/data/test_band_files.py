@@ -103,8 +103,22 @@ def test_a_missing_band_file_is_one_line_naming_the_pattern_and_tile(
     write_bands(data, "b")
     (data / "b_b5.tif").unlink()
     out = tmp_path / "prepared"
-    status = cli_main(["prepare", "folder", "--data-dir", str(data), "--output", str(out), "--optical", BANDS,
-                       "--chip-size", "32", "--stride", "32"])  # fmt: skip
+    status = cli_main(
+        [
+            "prepare",
+            "folder",
+            "--data-dir",
+            str(data),
+            "--output",
+            str(out),
+            "--optical",
+            BANDS,
+            "--chip-size",
+            "32",
+            "--stride",
+            "32",
+        ]
+    )
     assert status == 1
     line = one_error_line(capsys)
     assert "tile 'b'" in line and "'*_b5.tif'" in line, line
@@ -118,8 +132,22 @@ def test_band_files_that_do_not_overlap_are_one_line_naming_both(
     b4, b5, _ = write_bands(data, shifted=False)
     write_raster(b5, ramp(2000), transform=from_origin(ORIGIN[0] + 1000.0, ORIGIN[1], PIXEL, PIXEL))
     out = tmp_path / "prepared"
-    status = cli_main(["prepare", "folder", "--data-dir", str(data), "--output", str(out), "--optical", BANDS,
-                       "--chip-size", "32", "--stride", "32"])  # fmt: skip
+    status = cli_main(
+        [
+            "prepare",
+            "folder",
+            "--data-dir",
+            str(data),
+            "--output",
+            str(out),
+            "--optical",
+            BANDS,
+            "--chip-size",
+            "32",
+            "--stride",
+            "32",
+        ]
+    )
     assert status == 1
     line = one_error_line(capsys)
     assert f"{b5} does not overlap {b4}" in line, line

@@ -37,8 +37,15 @@ def test_workers_and_cache_give_the_same_chips(demo_dir: Path) -> None:
     ds = RandomChipDataset(tiles, chip_size=64, length=8, seed=1, rot90=True)
     serial = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate_chips)))
     parallel = next(iter(DataLoader(ds, batch_size=8, collate_fn=collate_chips, num_workers=2)))
-    cached = next(iter(DataLoader(RandomChipDataset(tiles, chip_size=64, length=8, seed=1, rot90=True, cache=True),
-                                  batch_size=8, collate_fn=collate_chips)))  # fmt: skip
+    cached = next(
+        iter(
+            DataLoader(
+                RandomChipDataset(tiles, chip_size=64, length=8, seed=1, rot90=True, cache=True),
+                batch_size=8,
+                collate_fn=collate_chips,
+            )
+        )
+    )
     for batch in (parallel, cached):
         assert torch.equal(serial["labels"], batch["labels"])
         for m in ("optical", "dsm"):
@@ -104,7 +111,10 @@ def test_demo_is_deterministic_and_height_separates_look_alikes(
     root = demo_data_dir(seed=7, size=64)
     assert root == tmp_path / "c" / "demo-v2-seed7-size64" and (root / "COMPLETE").is_file()
     assert sorted(p.name for p in (root / "test").iterdir()) == [
-        "tile5_dsm.tif", "tile5_label.tif", "tile5_label_noBoundary.tif", "tile5_rgb.tif",
-    ]  # fmt: skip
+        "tile5_dsm.tif",
+        "tile5_label.tif",
+        "tile5_label_noBoundary.tif",
+        "tile5_rgb.tif",
+    ]
     assert demo_data_dir(seed=7, size=64) == root
     assert not [p for p in (tmp_path / "c").iterdir() if p.name.startswith(".")]

@@ -92,8 +92,13 @@ def expected_on_grid(labels: np.ndarray, mapping: dict[int, int], nodata: int) -
 def test_nodata_on_an_offset_grid_is_ignore_and_no_phantom_code(tmp_path: Path, dtype: str, nodata: int) -> None:
     """Before: nodata became 0 before mapping, so a discovered map failed on a raster without 0 ("0: N px")."""
     root = write_code_folder(tmp_path, dtype, nodata)
-    splits = get_source("folder", root, modalities={"optical": "*_rgb.tif", "dsm": "*_dsm.tif"},
-                        labels="*_label.tif", label_kind="codes")  # fmt: skip
+    splits = get_source(
+        "folder",
+        root,
+        modalities={"optical": "*_rgb.tif", "dsm": "*_dsm.tif"},
+        labels="*_label.tif",
+        label_kind="codes",
+    )
     labels = read_all(splits["train"][0])
     encoding = splits["train"][0].label_encoding
     assert sorted(encoding.code_map) == sorted([*CODES, TEST_ONLY]), "every code found, nodata and 0 not among them"
@@ -111,8 +116,14 @@ def test_nodata_never_becomes_a_real_code_0(tmp_path: Path) -> None:
     labels[0, :, SIZE // 2 :] = 5
     labels[0, :10, :10] = -9999
     write_raster(tmp_path / "a_label.tif", labels, nodata=-9999)
-    splits = get_source("folder", tmp_path, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif",
-                        label_kind="codes", code_map={0: 0, 5: 1})  # fmt: skip
+    splits = get_source(
+        "folder",
+        tmp_path,
+        modalities={"optical": "*_rgb.tif"},
+        labels="*_label.tif",
+        label_kind="codes",
+        code_map={0: 0, 5: 1},
+    )
     read = read_all(splits["train"][0])
     assert (read[:10, :10] == 255).all() and (read[10:, : SIZE // 2] == 0).all() and (read[:, SIZE // 2 :] == 1).all()
 
@@ -126,8 +137,14 @@ def test_outside_the_label_footprint_is_ignore_not_code_0(tmp_path: Path) -> Non
     codes = np.zeros((1, 80, 80), np.uint8)
     codes[0, :, 40:] = 7
     write_raster(tmp_path / "a_label.tif", codes, transform=from_origin(*origin, PIXEL, PIXEL), crs="EPSG:32633")
-    splits = get_source("folder", tmp_path, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif",
-                        label_kind="codes", code_map={0: 0, 7: 1})  # fmt: skip
+    splits = get_source(
+        "folder",
+        tmp_path,
+        modalities={"optical": "*_rgb.tif"},
+        labels="*_label.tif",
+        label_kind="codes",
+        code_map={0: 0, 7: 1},
+    )
     with TileReader(splits["train"][0], scaling={"optical": Scaling("none")}) as reader:
         labels = reader.read_labels(ChipWindow(0, 0, reader.height, reader.width))
         rows, cols = np.mgrid[0 : reader.height, 0 : reader.width]
@@ -161,8 +178,11 @@ def test_the_label_kind_is_told_from_the_rasters_and_said(tmp_path: Path) -> Non
     np.testing.assert_array_equal(read_all(splits["train"][0]), indices)
     assert describe_labels(splits["train"]) == "labels: 3-band uint8 rasters -> RGB palette colours (6 classes)"
     with pytest.raises(ValueError, match=r"a_label\.tif.* has 1 band\(s\) but palette labels are RGB.*kind codes"):
-        read_all(get_source("folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif",
-                            label_kind="palette")["train"][0])  # fmt: skip
+        read_all(
+            get_source("folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif", label_kind="palette")[
+                "train"
+            ][0]
+        )
     float_dir = tmp_path / "float"
     float_dir.mkdir()
     write_inputs(float_dir, "a")
@@ -206,8 +226,23 @@ def test_prepare_prints_the_code_histogram_and_records_the_encoding(
 ) -> None:
     root = write_code_folder(tmp_path / "data")
     out = tmp_path / "prepared"
-    status = main(["prepare", "folder", "--data-dir", str(root), *FOLDER_FLAGS, "--output", str(out),
-                   "--chip-size", "64", "--stride", "64", "--top-classes", "5"])  # fmt: skip
+    status = main(
+        [
+            "prepare",
+            "folder",
+            "--data-dir",
+            str(root),
+            *FOLDER_FLAGS,
+            "--output",
+            str(out),
+            "--chip-size",
+            "64",
+            "--stride",
+            "64",
+            "--top-classes",
+            "5",
+        ]
+    )
     assert status == 0
     lines = capsys.readouterr().out.splitlines()
     assert "labels: 1-band int16 rasters -> integer codes (22 codes -> 5 classes; every other code ignored)" in lines
@@ -254,12 +289,14 @@ def test_colours_are_legible_and_never_black(tmp_path: Path) -> None:
     assert len(set(palette)) == 22 and min(max(c) for c in palette) >= 100, "distinct and none near black"
     many = default_palette(254)
     assert many[:20] == DEFAULT_COLOURS and len(set(many)) == 254 and min(max(c) for c in many) >= 100
-    named = get_source("folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif",
-                       palette={"class_0": (34, 139, 34)})["train"][0].label_encoding.palette  # fmt: skip
+    named = get_source(
+        "folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif", palette={"class_0": (34, 139, 34)}
+    )["train"][0].label_encoding.palette
     assert named[0] == (34, 139, 34) and named[1:] == palette[1:]
     with pytest.raises(ValueError, match=r"palette names \['forest'\], which are not classes"):
-        get_source("folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif",
-                   palette={"forest": (34, 139, 34)})  # fmt: skip
+        get_source(
+            "folder", root, modalities={"optical": "*_rgb.tif"}, labels="*_label.tif", palette={"forest": (34, 139, 34)}
+        )
 
 
 def test_one_colouriser_and_one_default_palette(tmp_path: Path) -> None:

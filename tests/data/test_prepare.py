@@ -19,8 +19,23 @@ from tests.data.conftest import palette_rgb, write_raster
 @pytest.fixture(scope="module")
 def prepared(demo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prepared") / "demo-chips"
-    assert main(["prepare", "demo", "--data-dir", str(demo_dir), "--output", str(out), "--chip-size", "256",
-                 "--stride", "256"]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "prepare",
+                "demo",
+                "--data-dir",
+                str(demo_dir),
+                "--output",
+                str(out),
+                "--chip-size",
+                "256",
+                "--stride",
+                "256",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -69,8 +84,24 @@ def test_bad_input_leaves_nothing_behind(tmp_path: Path, capsys: pytest.CaptureF
             labels[:, :2, :3] = 77  # a colour not in the palette, 6 pixels
         write_raster(data / f"{name}_label.tif", labels)
     out = tmp_path / "out" / "chips"
-    args = ["prepare", "folder", "--data-dir", str(data), "--output", str(out), "--optical", "*_rgb.tif", "--dsm",
-            "*_dsm.tif", "--labels", "*_label.tif", "--chip-size", "32", "--stride", "32"]  # fmt: skip
+    args = [
+        "prepare",
+        "folder",
+        "--data-dir",
+        str(data),
+        "--output",
+        str(out),
+        "--optical",
+        "*_rgb.tif",
+        "--dsm",
+        "*_dsm.tif",
+        "--labels",
+        "*_label.tif",
+        "--chip-size",
+        "32",
+        "--stride",
+        "32",
+    ]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "b_label.tif" in err and "(77, 77, 77): 6 px" in err

@@ -52,8 +52,15 @@ def test_modalities_on_other_grids_land_on_the_same_pixels(tmp_path: Path) -> No
         CRS, "EPSG:4326", 256, 256, *rasterio.transform.array_bounds(256, 256, t_fine)
     )
     geo = np.zeros((h, w), np.uint8)
-    reproject(fine, geo, src_transform=t_fine, src_crs=CRS, dst_transform=dst_t, dst_crs="EPSG:4326",
-              resampling=Resampling.nearest)  # fmt: skip
+    reproject(
+        fine,
+        geo,
+        src_transform=t_fine,
+        src_crs=CRS,
+        dst_transform=dst_t,
+        dst_crs="EPSG:4326",
+        resampling=Resampling.nearest,
+    )
     write_raster(tmp_path / "lab.tif", palette_rgb(geo), crs="EPSG:4326", transform=dst_t)
 
     tile = Tile("t", {"optical": tmp_path / "opt.tif", "dsm": tmp_path / "dsm.tif"}, labels=tmp_path / "lab.tif")
@@ -115,8 +122,13 @@ def test_ungeoreferenced_shapes_must_match(tmp_path: Path) -> None:
 
 def test_truncated_and_unreadable_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    path = write_raster(tmp_path / "big.tif", rng.integers(0, 255, (3, 512, 512), dtype=np.uint8).astype(np.uint8),
-                        tiled=True, blockxsize=256, blockysize=256)  # fmt: skip
+    path = write_raster(
+        tmp_path / "big.tif",
+        rng.integers(0, 255, (3, 512, 512), dtype=np.uint8).astype(np.uint8),
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+    )
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     with (

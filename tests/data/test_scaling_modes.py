@@ -78,8 +78,11 @@ def test_parse_scalings_takes_the_same_text_from_the_python_api() -> None:
     from mfpeft.data.scaling import parse_scalings
 
     parsed = parse_scalings({"optical": "range:0,3000", "dsm": Scaling("minmax_tile"), "sar": {"mode": "none"}})
-    assert parsed == {"optical": Scaling("range", low=0, high=3000), "dsm": Scaling("minmax_tile"),
-                      "sar": Scaling("none")}  # fmt: skip
+    assert parsed == {
+        "optical": Scaling("range", low=0, high=3000),
+        "dsm": Scaling("minmax_tile"),
+        "sar": Scaling("none"),
+    }
     with pytest.raises(ValueError, match=r"^--scaling dsm=linear:abc: "):
         parse_scalings({"dsm": "linear:abc"})
 
@@ -137,8 +140,11 @@ def test_folder_and_hf_default_to_stats_and_the_paper_sources_keep_theirs(tmp_pa
     demo = get_source("demo", demo_dir)["train"][0]
     with TileReader(demo, labels="none") as reader:  # the README demo results: the paper's scaling, unchanged
         assert reader.scaling == {"optical": Scaling("divide"), "dsm": Scaling("minmax_tile")}
-    with pytest.raises(ValueError, match=r"tile 'a' modality 'optical': scaling stats:2,98 is resolved over the "
-                                         r"training tiles"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"tile 'a' modality 'optical': scaling stats:2,98 is resolved over the "
+        r"training tiles",
+    ):
         TileReader(splits["train"][0])
 
 
@@ -182,9 +188,20 @@ def _sparse_raster(path: Path, size: int, count: int, dtype: str, offset: tuple[
 
     from tests.data.conftest import CRS, ORIGIN
 
-    profile = {"driver": "GTiff", "height": size, "width": size, "count": count, "dtype": dtype, "crs": CRS,
-               "transform": from_origin(ORIGIN[0] - offset[1], ORIGIN[1] + offset[0], 1.0, 1.0), "tiled": True,
-               "blockxsize": 512, "blockysize": 512, "compress": "deflate", "SPARSE_OK": True}  # fmt: skip
+    profile = {
+        "driver": "GTiff",
+        "height": size,
+        "width": size,
+        "count": count,
+        "dtype": dtype,
+        "crs": CRS,
+        "transform": from_origin(ORIGIN[0] - offset[1], ORIGIN[1] + offset[0], 1.0, 1.0),
+        "tiled": True,
+        "blockxsize": 512,
+        "blockysize": 512,
+        "compress": "deflate",
+        "SPARSE_OK": True,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     with rasterio.open(path, "w", **profile) as dst:
         dst.write(data, window=Window(offset[1], offset[0], data.shape[2], data.shape[1]))
@@ -258,6 +275,9 @@ def test_a_prepared_set_records_the_resolved_scaling_and_is_never_scaled_twice(t
         np.testing.assert_array_equal(stored[m], again[m])  # the stored values as they are
     with TileReader(tile, scaling=expected, labels="none") as reader:  # asking for the same scaling: fine
         np.testing.assert_array_equal(reader.read(ChipWindow(0, 0, 32, 32))["pixel_values"]["dsm"], stored["dsm"])
-    with pytest.raises(ValueError, match=r"tile 'test-0' modality 'optical' is prepared: its values are already "
-                                         r"scaled with range:\[.*\]; it cannot be read with divide:255"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"tile 'test-0' modality 'optical' is prepared: its values are already "
+        r"scaled with range:\[.*\]; it cannot be read with divide:255",
+    ):
         TileReader(tile, scaling={"optical": Scaling("divide")})

@@ -29,13 +29,19 @@ def make_vaihingen(root: Path, areas: list[str]) -> None:
     for i, area in enumerate(areas):
         labels, eroded = _labels(i)
         write_raster(root / "top" / f"top_mosaic_09cm_area{area}.tif", np.full((3, SIZE, SIZE), 51, np.uint8))
-        write_raster(root / "dsm" / f"dsm_09cm_matching_area{area}.tif",
-                     np.linspace(260, 280, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE))  # fmt: skip
+        write_raster(
+            root / "dsm" / f"dsm_09cm_matching_area{area}.tif",
+            np.linspace(260, 280, SIZE * SIZE, dtype=np.float32).reshape(SIZE, SIZE),
+        )
         # The label archives are not georeferenced: same shape required.
-        write_raster(root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif", palette_rgb(labels),
-                     georeferenced=False)  # fmt: skip
-        write_raster(root / "gts_eroded_for_participants" / f"top_mosaic_09cm_area{area}_noBoundary.tif",
-                     palette_rgb(eroded), georeferenced=False)  # fmt: skip
+        write_raster(
+            root / "gts_for_participants" / f"top_mosaic_09cm_area{area}.tif", palette_rgb(labels), georeferenced=False
+        )
+        write_raster(
+            root / "gts_eroded_for_participants" / f"top_mosaic_09cm_area{area}_noBoundary.tif",
+            palette_rgb(eroded),
+            georeferenced=False,
+        )
 
 
 def test_vaihingen_paper_split_classes_and_eroded_labels(tmp_path: Path) -> None:
@@ -92,12 +98,16 @@ def test_potsdam_official_names_zero_padded_ndsm_and_rgb_bands(tmp_path: Path) -
         rgbir = np.stack([np.full((SIZE, SIZE), v, np.uint8) for v in (10, 20, 30, 40)])
         write_raster(tmp_path / "4_Ortho_RGBIR" / f"top_potsdam_{tid}_RGBIR.tif", rgbir)
         ndsm = f"dsm_potsdam_{int(x):02d}_{int(y):02d}_normalized_lastools.jpg"
-        write_raster(tmp_path / "1_DSM_normalisation" / ndsm,
-                     np.tile(np.arange(SIZE, dtype=np.uint8) * 10, (SIZE, 1)), driver="JPEG",
-                     georeferenced=False)  # fmt: skip
+        write_raster(
+            tmp_path / "1_DSM_normalisation" / ndsm,
+            np.tile(np.arange(SIZE, dtype=np.uint8) * 10, (SIZE, 1)),
+            driver="JPEG",
+            georeferenced=False,
+        )
         write_raster(tmp_path / "5_Labels_all" / f"top_potsdam_{tid}_label.tif", palette_rgb(labels))
-        write_raster(tmp_path / "5_Labels_all_noBoundary" / f"top_potsdam_{tid}_label_noBoundary.tif",
-                     palette_rgb(eroded))  # fmt: skip
+        write_raster(
+            tmp_path / "5_Labels_all_noBoundary" / f"top_potsdam_{tid}_label_noBoundary.tif", palette_rgb(eroded)
+        )
     splits = get_source("potsdam", tmp_path)
     assert [t.name for t in splits["test"]] == list(paper["test"])
     assert len(splits["train"]) == 18
@@ -113,8 +123,11 @@ def test_potsdam_official_names_zero_padded_ndsm_and_rgb_bands(tmp_path: Path) -
     np.testing.assert_array_equal(out["labels"], _labels(paper["train"].index("7_8"))[0])
     splits = get_source("potsdam", tmp_path, optical_bands=(4, 1, 2))
     with TileReader(splits["train"][0]) as reader:
-        np.testing.assert_allclose(reader.read(ChipWindow(0, 0, 2, 2))["pixel_values"]["optical"][:, 0, 0],
-                                   np.array([40, 10, 20]) / 255, rtol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            reader.read(ChipWindow(0, 0, 2, 2))["pixel_values"]["optical"][:, 0, 0],
+            np.array([40, 10, 20]) / 255,
+            rtol=1e-6,
+        )
     bad = get_source("potsdam", tmp_path, optical_bands=(1, 2, 5))["train"][0]
     with pytest.raises(ValueError, match=r"RGBIR\.tif.*has 4 band\(s\).*too few bands"):
         TileReader(bad)
@@ -157,8 +170,14 @@ def test_folder_palette_codes_discovery_and_missing_modality(tmp_path: Path) -> 
             codes = np.where(np.arange(SIZE)[None, :] < 8, 20, 40).repeat(SIZE, 0).astype(np.uint8)
             codes[0, 0] = 0
             write_raster(tmp_path / split / f"{tid}_label.tif", codes, nodata=0)
-    splits = get_source("folder", tmp_path, modalities={"optical": "*_rgb.tif", "dsm": "*_dsm.tif"},
-                        labels="*_label.tif", label_kind="codes", label_nodata=0)  # fmt: skip
+    splits = get_source(
+        "folder",
+        tmp_path,
+        modalities={"optical": "*_rgb.tif", "dsm": "*_dsm.tif"},
+        labels="*_label.tif",
+        label_kind="codes",
+        label_nodata=0,
+    )
     assert [t.name for t in splits["train"]] == ["a", "b"] and [t.name for t in splits["test"]] == ["c"]
     enc = splits["train"][0].label_encoding
     assert enc.code_map is not None and enc.code_map[20] == 0 and enc.code_map[40] == 1

@@ -40,14 +40,39 @@ def write_scenes(folder: Path) -> Path:
 
 
 def options(**extra: object) -> dict[str, object]:
-    return {"modalities": {"optical": "*_rgb.tif", "dsm": "*_dsm.tif"}, "labels": "*_label.tif",
-            "label_kind": "index", "classes": CLASSES.split(","), **extra}  # fmt: skip
+    return {
+        "modalities": {"optical": "*_rgb.tif", "dsm": "*_dsm.tif"},
+        "labels": "*_label.tif",
+        "label_kind": "index",
+        "classes": CLASSES.split(","),
+        **extra,
+    }
 
 
 def prepare_argv(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["prepare", "folder", "--data-dir", str(data), "--output", str(out), "--optical", "*_rgb.tif",
-            "--dsm", "*_dsm.tif", "--labels", "*_label.tif", "--label-kind", "index", "--classes", CLASSES,
-            "--chip-size", str(CHIP), "--stride", str(CHIP), *extra]  # fmt: skip
+    return [
+        "prepare",
+        "folder",
+        "--data-dir",
+        str(data),
+        "--output",
+        str(out),
+        "--optical",
+        "*_rgb.tif",
+        "--dsm",
+        "*_dsm.tif",
+        "--labels",
+        "*_label.tif",
+        "--label-kind",
+        "index",
+        "--classes",
+        CLASSES,
+        "--chip-size",
+        str(CHIP),
+        "--stride",
+        str(CHIP),
+        *extra,
+    ]
 
 
 def scene_window(tile: Tile, window: ChipWindow) -> ChipWindow:
@@ -70,8 +95,9 @@ def test_the_draw_is_seeded_deterministic_and_pooled_over_the_tiles(tmp_path: Pa
     data = write_scenes(tmp_path)
     first = get_source("folder", data, **options(split_blocks="validation=0.15,test=0.25", block_size=BLOCK))
     again = get_source("folder", data, **options(split_blocks={"validation": 0.15, "test": 0.25}, block_size=BLOCK))
-    other = get_source("folder", data, **options(split_blocks="validation=0.15,test=0.25", block_size=BLOCK,
-                                                 split_seed=1))  # fmt: skip
+    other = get_source(
+        "folder", data, **options(split_blocks="validation=0.15,test=0.25", block_size=BLOCK, split_seed=1)
+    )
     names = {s: [t.name for t in tiles] for s, tiles in first.items()}
     assert names == {s: [t.name for t in tiles] for s, tiles in again.items()}
     assert names != {s: [t.name for t in tiles] for s, tiles in other.items()}
@@ -82,8 +108,9 @@ def test_the_draw_is_seeded_deterministic_and_pooled_over_the_tiles(tmp_path: Pa
 
 
 def test_no_training_chip_overlaps_a_validation_or_test_block(tmp_path: Path) -> None:
-    splits = get_source("folder", write_scenes(tmp_path), **options(split_blocks="validation=0.25,test=0.25",
-                                                                     block_size=BLOCK))  # fmt: skip
+    splits = get_source(
+        "folder", write_scenes(tmp_path), **options(split_blocks="validation=0.25,test=0.25", block_size=BLOCK)
+    )
     held = [(t.name.split("@")[0], t.window) for s in ("validation", "test") for t in splits[s]]
     train = RandomChipDataset(splits["train"], chip_size=CHIP, length=3000, seed=3, scaling=RAW, augment=False)
     for index in range(train.length):
@@ -124,14 +151,16 @@ def test_a_block_is_georeferenced_where_it_lies_and_scaled_as_its_whole_scene(tm
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--split-blocks", "validation=0.7,test=0.5"], "--split-blocks validation=0.7,test=0.5: the fractions sum "
-                                                        "to 1.2, more than 1"),
+        (
+            ["--split-blocks", "validation=0.7,test=0.5"],
+            "--split-blocks validation=0.7,test=0.5: the fractions sum to 1.2, more than 1",
+        ),
         (["--split-blocks", "valid=0.2"], "--split-blocks valid=0.2: unknown split 'valid'"),
         (["--split-blocks", "test=-0.1"], "--split-blocks test=-0.1: test=-0.1 must be a fraction in [0, 1]"),
         (["--split-blocks", "test=0.2", "--block-size", "16"], "--block-size 16 is smaller than --chip-size 32"),
         (["--block-size", "64"], "--block-size 64: needs --split-blocks"),
     ],
-)  # fmt: skip
+)
 def test_bad_split_options_are_one_line_and_write_nothing(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
 ) -> None:
@@ -158,8 +187,9 @@ def test_prepare_records_the_assignment_beside_the_data_set(tmp_path: Path) -> N
     for split in ("train", "validation", "test"):
         recorded = {r["block"] for r in record["blocks"] if r["split"] == split}
         assert set(prepared[split]["tile"]) == recorded
-    splits = get_source("folder", data, **options(split_blocks="validation=0.25,test=0.25", block_size=BLOCK,
-                                                  split_seed=2))  # fmt: skip
+    splits = get_source(
+        "folder", data, **options(split_blocks="validation=0.25,test=0.25", block_size=BLOCK, split_seed=2)
+    )
     windows = {t.name: list(t.window) for s in splits.values() for t in s if t.window is not None}
     assert {r["block"]: r["window"] for r in record["blocks"]} == windows
 
@@ -168,11 +198,15 @@ def test_too_small_a_split_and_a_class_missing_from_train_warn_in_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     data = write_scenes(tmp_path / "data")
-    assert cli_main(prepare_argv(data, tmp_path / "a", "--split-blocks", "validation=0.01",
-                                 "--block-size", str(BLOCK))) == 0  # fmt: skip
+    assert (
+        cli_main(prepare_argv(data, tmp_path / "a", "--split-blocks", "validation=0.01", "--block-size", str(BLOCK)))
+        == 0
+    )
     warned = [line for line in capsys.readouterr().err.splitlines() if "warning:" in line]
-    assert warned == ["mfpeft prepare: warning: --split-blocks validation=0.01: validation gets none of the 24 "
-                      "blocks of 64 px; use a smaller --block-size or a larger fraction"]  # fmt: skip
+    assert warned == [
+        "mfpeft prepare: warning: --split-blocks validation=0.01: validation gets none of the 24 "
+        "blocks of 64 px; use a smaller --block-size or a larger fraction"
+    ]
 
     # Water lies in one block of s1 only: a seed that draws that block out of train.
     def train_blocks(seed: int) -> set[str]:
@@ -189,17 +223,69 @@ def test_too_small_a_split_and_a_class_missing_from_train_warn_in_one_line(
 def test_train_records_the_assignment_and_evaluate_scores_the_same_test_blocks(tmp_path: Path) -> None:
     data = write_scenes(tmp_path / "data")
     run = tmp_path / "run"
-    source = ["--data-dir", str(data), "--optical", "*_rgb.tif", "--dsm", "*_dsm.tif", "--labels", "*_label.tif",
-              "--label-kind", "index", "--classes", CLASSES, "--split-blocks", "validation=0.05,test=0.05",
-              "--block-size", str(BLOCK)]  # fmt: skip
-    assert cli_main(["train", "--dataset", "folder", *source, "--base-model", "random:tiny", "--chip-size", str(CHIP),
-                     "--max-steps", "1", "--batch-size", "2", "--eval-stride", str(CHIP), "--output-dir",
-                     str(run)]) == 0  # fmt: skip
+    source = [
+        "--data-dir",
+        str(data),
+        "--optical",
+        "*_rgb.tif",
+        "--dsm",
+        "*_dsm.tif",
+        "--labels",
+        "*_label.tif",
+        "--label-kind",
+        "index",
+        "--classes",
+        CLASSES,
+        "--split-blocks",
+        "validation=0.05,test=0.05",
+        "--block-size",
+        str(BLOCK),
+    ]
+    assert (
+        cli_main(
+            [
+                "train",
+                "--dataset",
+                "folder",
+                *source,
+                "--base-model",
+                "random:tiny",
+                "--chip-size",
+                str(CHIP),
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                "--eval-stride",
+                str(CHIP),
+                "--output-dir",
+                str(run),
+            ]
+        )
+        == 0
+    )
     record = json.loads((run / "split_blocks.json").read_text())
     assert record["blocks_per_split"] == {"train": 22, "validation": 1, "test": 1}
     assert (run / "split_blocks.png").is_file()
     scores = tmp_path / "scores.json"
-    assert cli_main(["evaluate", "--model", str(run), "--dataset", "folder", *source, "--stride", str(CHIP),
-                     "--device", "cpu", "--output", str(scores)]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(run),
+                "--dataset",
+                "folder",
+                *source,
+                "--stride",
+                str(CHIP),
+                "--device",
+                "cpu",
+                "--output",
+                str(scores),
+            ]
+        )
+        == 0
+    )
     trained = json.loads((run / "metrics.json").read_text())["test"]
     assert json.loads(scores.read_text())["confusion_matrix"] == trained["confusion_matrix"]

@@ -17,9 +17,17 @@ SMALL = DemoPretrainingConfig(steps=4, batch_size=4)
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("size", "vit-xl"), ("image_size", 100), ("steps", 0), ("batch_size", -1), ("learning_rate", 0.0),
-     ("mask_ratio", 1.0), ("weight_decay", -1.0), ("visible_weight", -0.5)],
-)  # fmt: skip
+    [
+        ("size", "vit-xl"),
+        ("image_size", 100),
+        ("steps", 0),
+        ("batch_size", -1),
+        ("learning_rate", 0.0),
+        ("mask_ratio", 1.0),
+        ("weight_decay", -1.0),
+        ("visible_weight", -0.5),
+    ],
+)
 def test_config_rejects_bad_values_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):
         DemoPretrainingConfig(**{field: value})  # type: ignore[arg-type]

@@ -69,9 +69,25 @@ def evaluate_command(out_dir: Path) -> None:
     stdout = io.StringIO()
     try:
         with contextlib.redirect_stdout(stdout):
-            code = cli.main(["evaluate", "--model", str(out_dir / "adapter"), "--dataset", "demo", "--split", "test",
-                             "--stride", str(STRIDE), "--batch-size", str(BATCH), "--device", "cpu",
-                             "--output", str(out_dir / "report" / "scores.json")])  # fmt: skip
+            code = cli.main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(out_dir / "adapter"),
+                    "--dataset",
+                    "demo",
+                    "--split",
+                    "test",
+                    "--stride",
+                    str(STRIDE),
+                    "--batch-size",
+                    str(BATCH),
+                    "--device",
+                    "cpu",
+                    "--output",
+                    str(out_dir / "report" / "scores.json"),
+                ]
+            )
     finally:
         TileReader.read, reports.write_json, evaluation.evaluate_tiles = read, write_json, evaluate_tiles  # type: ignore[method-assign]
     record = {"code": code, "chips": chips[0], "windows_read": pooled, "writes": writes, "stdout": stdout.getvalue()}

@@ -64,9 +64,15 @@ def _evaluate_in_process(out_dir: str | Path) -> None:
     accelerator = Accelerator(cpu=True)
     tiles = get_source("demo")["train"]
     matrix = evaluate_tiles(
-        tiny_model(), tiles, modalities=["optical", "dsm"], num_labels=6, chip_size=CHIP, stride=64,
-        accelerator=accelerator, progress=False,
-    )  # fmt: skip
+        tiny_model(),
+        tiles,
+        modalities=["optical", "dsm"],
+        num_labels=6,
+        chip_size=CHIP,
+        stride=64,
+        accelerator=accelerator,
+        progress=False,
+    )
     path = Path(out_dir) / f"rank{accelerator.process_index}-of-{accelerator.num_processes}.json"
     path.write_text(json.dumps(matrix.matrix.tolist()))
 
@@ -94,13 +100,39 @@ def test_evaluate_command_scores_a_saved_adapter(tmp_path: Path, capsys) -> None
     from mfpeft.engine.training import train
 
     args = parse_training_arguments(
-        ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "1",
-         "--batch-size", "2", "--eval-stride", "64",
-         "--output-dir", str(tmp_path / "run")]
-    )  # fmt: skip
+        [
+            "--preset",
+            "demo",
+            "--base-model",
+            "random:tiny",
+            "--chip-size",
+            "64",
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "2",
+            "--eval-stride",
+            "64",
+            "--output-dir",
+            str(tmp_path / "run"),
+        ]
+    )
     result = train(args)
-    code = main(["evaluate", "--model", str(result.output_dir), "--dataset", "demo", "--split", "test",
-                 "--stride", "64", "--output", str(tmp_path / "scores.json")])  # fmt: skip
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(result.output_dir),
+            "--dataset",
+            "demo",
+            "--split",
+            "test",
+            "--stride",
+            "64",
+            "--output",
+            str(tmp_path / "scores.json"),
+        ]
+    )
     assert code == 0
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert scores["mean_iou"] == json.loads((result.output_dir / "metrics.json").read_text())["test"]["mean_iou"]

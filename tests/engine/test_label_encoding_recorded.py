@@ -15,8 +15,20 @@ from matplotlib.image import imread
 from mfpeft.cli import main
 from tests.data.test_labels_auto import FOLDER_FLAGS, write_code_folder
 
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "2",
-         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    "64",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    "64",
+]
 KEPT = {11: 0, 22: 1, 43: 2, 61: 3, 95: 4}  # the 5 most frequent training codes (tests/data/test_labels_auto.py)
 FOREST = (34, 139, 34)
 
@@ -31,16 +43,48 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
     out = tmp_path_factory.mktemp("runs") / "run"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        status = main(["train", *SMOKE, "--output-dir", str(out), "--dataset", "folder", "--data-dir", str(root),
-                       *FOLDER_FLAGS, "--top-classes", "5", "--palette", "class_0=#228b22"])  # fmt: skip
+        status = main(
+            [
+                "train",
+                *SMOKE,
+                "--output-dir",
+                str(out),
+                "--dataset",
+                "folder",
+                "--data-dir",
+                str(root),
+                *FOLDER_FLAGS,
+                "--top-classes",
+                "5",
+                "--palette",
+                "class_0=#228b22",
+            ]
+        )
     assert status == 0
     return root, out, printed.getvalue()
 
 
 def evaluate(root: Path, model: Path, *extra: str) -> int:
     report = str(model.parent / "scores.json")
-    return main(["evaluate", "--model", str(model), "--dataset", "folder", "--data-dir", str(root), *FOLDER_FLAGS,
-                 "--stride", "64", "--device", "cpu", "--output", report, *extra])  # fmt: skip
+    return main(
+        [
+            "evaluate",
+            "--model",
+            str(model),
+            "--dataset",
+            "folder",
+            "--data-dir",
+            str(root),
+            *FOLDER_FLAGS,
+            "--stride",
+            "64",
+            "--device",
+            "cpu",
+            "--output",
+            report,
+            *extra,
+        ]
+    )
 
 
 def test_the_encoding_is_recorded_in_config_json_and_the_card(trained: tuple[Path, Path, str]) -> None:
@@ -104,9 +148,24 @@ def test_predict_colours_classes_from_the_recorded_palette(trained: tuple[Path, 
     """Before: the colour table of a code-label model was black for every class."""
     root, model, _ = trained
     output, quicklook = tmp_path / "classes.tif", tmp_path / "classes.png"
-    status = main(["predict", "--model", str(model), "--optical", str(root / "test" / "c_rgb.tif"), "--dsm",
-                   str(root / "test" / "c_dsm.tif"), "--output", str(output), "--preview", str(quicklook),
-                   "--preview-labels-only", "--device", "cpu"])  # fmt: skip
+    status = main(
+        [
+            "predict",
+            "--model",
+            str(model),
+            "--optical",
+            str(root / "test" / "c_rgb.tif"),
+            "--dsm",
+            str(root / "test" / "c_dsm.tif"),
+            "--output",
+            str(output),
+            "--preview",
+            str(quicklook),
+            "--preview-labels-only",
+            "--device",
+            "cpu",
+        ]
+    )
     assert status == 0
     palette = [tuple(c) for c in json.loads((model / "config.json").read_text())["palette"]]
     with rasterio.open(output) as ds:
@@ -115,6 +174,8 @@ def test_predict_colours_classes_from_the_recorded_palette(trained: tuple[Path, 
         predicted = set(np.unique(ds.read(1)).tolist())
     assert names == [f"class_{i}" for i in range(5)]
     assert [table[k][:3] for k in range(5)] == palette and table[255] == (0, 0, 0, 0)
-    shown = {tuple(c) for c in np.unique((imread(quicklook)[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3),
-                                          axis=0).tolist()}  # fmt: skip
+    shown = {
+        tuple(c)
+        for c in np.unique((imread(quicklook)[..., :3] * 255).round().astype(np.uint8).reshape(-1, 3), axis=0).tolist()
+    }
     assert {palette[k] for k in predicted if k < 5} <= shown, "each predicted class in its recorded colour"

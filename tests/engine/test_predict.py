@@ -129,9 +129,17 @@ def test_streamed_prediction_equals_in_memory_reference(
     rasters = write_scene(tmp_path, height, width)
     out, conf = tmp_path / "labels.tif", tmp_path / "confidence.tif"
     result = predict_scene(
-        model, rasters, out, stride=stride, batch_size=3, weights=weights, confidence=conf, device="cpu", bf16=False,
+        model,
+        rasters,
+        out,
+        stride=stride,
+        batch_size=3,
+        weights=weights,
+        confidence=conf,
+        device="cpu",
+        bf16=False,
         prefetch=prefetch,
-    )  # fmt: skip
+    )
     expected_ids, expected_conf = reference_prediction(model, rasters, stride, 3, weights)
     with rasterio.open(out) as src:
         got = src.read(1)
@@ -210,10 +218,23 @@ def test_killed_run_leaves_no_output_and_rerun_completes(tmp_path: Path, model: 
     assert stale, "SIGKILL cannot clean up; the next run must cope with the stale file"
 
     model_dir = adapter_folder(tmp_path)
-    status = cli_main([
-        "predict", "--model", str(model_dir), "--optical", str(rasters["optical"]), "--dsm", str(rasters["dsm"]),
-        "--output", str(out), "--stride", "128", "--device", "cpu",
-    ])  # fmt: skip
+    status = cli_main(
+        [
+            "predict",
+            "--model",
+            str(model_dir),
+            "--optical",
+            str(rasters["optical"]),
+            "--dsm",
+            str(rasters["dsm"]),
+            "--output",
+            str(out),
+            "--stride",
+            "128",
+            "--device",
+            "cpu",
+        ]
+    )
     assert status == 0
     with rasterio.open(out) as src:
         assert (src.height, src.width) == (520, 300)
@@ -261,8 +282,19 @@ def test_bad_input_gets_clear_errors(tmp_path: Path, model: MFNetForSegmentation
         predict_scene(model, rasters, rasters["dsm"])
     assert not out.exists()
     # The command line reports the same errors in one line and exits with status 1.
-    status = cli_main(["predict", "--model", str(not_adapter), "--optical", str(rasters["optical"]),
-                       "--dsm", str(rasters["dsm"]), "--output", str(out)])  # fmt: skip
+    status = cli_main(
+        [
+            "predict",
+            "--model",
+            str(not_adapter),
+            "--optical",
+            str(rasters["optical"]),
+            "--dsm",
+            str(rasters["dsm"]),
+            "--output",
+            str(out),
+        ]
+    )
     assert status == 1
 
 

@@ -39,9 +39,13 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def predict_argv(folder: Path, **flags: str) -> list[str]:
     """``predict`` with the scene's rasters and the tiny model; ``flags`` replace or add ``--name value``."""
     options = {
-        "model": str(folder / "model"), "optical": str(folder / "rgb.tif"), "dsm": str(folder / "dsm.tif"),
-        "output": str(folder / "out" / "labels.tif"), "device": "cpu", "stride": "128",
-    }  # fmt: skip
+        "model": str(folder / "model"),
+        "optical": str(folder / "rgb.tif"),
+        "dsm": str(folder / "dsm.tif"),
+        "output": str(folder / "out" / "labels.tif"),
+        "device": "cpu",
+        "stride": "128",
+    }
     options.update(flags)
     argv = ["predict"]
     for name, value in options.items():
@@ -60,19 +64,26 @@ def run_cli(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, li
 CUDA = torch.cuda.is_available()
 
 ROWS: list[tuple[str, Callable[[Path], dict[str, str]], str]] = [
-    ("device cuda without CUDA", lambda f: {"device": "cuda"},
-     "--device cuda: CUDA is not available on this machine"),
+    ("device cuda without CUDA", lambda f: {"device": "cuda"}, "--device cuda: CUDA is not available on this machine"),
     ("device gpu0", lambda f: {"device": "gpu0"}, "--device gpu0: not a device; use cpu, cuda, cuda:1 or mps"),
-    ("rgb/ndsm model given --optical/--dsm", lambda f: {"model": str(f / "model-rgb-ndsm")},
-     "the model expects modalities rgb, ndsm; no raster was given for rgb, ndsm and a raster was given for "
-     "optical, dsm, which it does not use; give --modality rgb=PATH --modality ndsm=PATH"),
-    ("all-NaN DSM", lambda f: {"dsm": str(f / "dsm_nan.tif")},
-     "dsm_nan.tif: modality 'dsm' has no data: every pixel is NaN"),
-    ("missing raster file", lambda f: {"dsm": str(f / "nowhere.tif")},
-     "nowhere.tif: file not found (modality 'dsm')"),
-    ("output folder missing", lambda f: {"output": str(f / "missing-folder" / "labels.tif")},
-     "missing-folder/labels.tif: the output folder"),
-]  # fmt: skip
+    (
+        "rgb/ndsm model given --optical/--dsm",
+        lambda f: {"model": str(f / "model-rgb-ndsm")},
+        "the model expects modalities rgb, ndsm; no raster was given for rgb, ndsm and a raster was given for "
+        "optical, dsm, which it does not use; give --modality rgb=PATH --modality ndsm=PATH",
+    ),
+    (
+        "all-NaN DSM",
+        lambda f: {"dsm": str(f / "dsm_nan.tif")},
+        "dsm_nan.tif: modality 'dsm' has no data: every pixel is NaN",
+    ),
+    ("missing raster file", lambda f: {"dsm": str(f / "nowhere.tif")}, "nowhere.tif: file not found (modality 'dsm')"),
+    (
+        "output folder missing",
+        lambda f: {"output": str(f / "missing-folder" / "labels.tif")},
+        "missing-folder/labels.tif: the output folder",
+    ),
+]
 
 
 @pytest.mark.parametrize(("flags", "expected"), [row[1:] for row in ROWS], ids=[row[0] for row in ROWS])

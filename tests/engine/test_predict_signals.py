@@ -36,9 +36,19 @@ def scene(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def predict_argv(scene: dict[str, Path], output: Path, *extra: str) -> list[str]:
     return [
-        "predict", "--model", str(scene["model"]), "--optical", str(scene["optical"]), "--dsm", str(scene["dsm"]),
-        "--output", str(output), "--device", "cpu", *extra,
-    ]  # fmt: skip
+        "predict",
+        "--model",
+        str(scene["model"]),
+        "--optical",
+        str(scene["optical"]),
+        "--dsm",
+        str(scene["dsm"]),
+        "--output",
+        str(output),
+        "--device",
+        "cpu",
+        *extra,
+    ]
 
 
 def wait_for(pattern: str, folder: Path, child: subprocess.Popen[str], timeout: float = 120.0) -> None:
@@ -102,9 +112,22 @@ def test_full_disk_is_one_line_with_the_bytes_and_leaves_nothing(
     model = save_tiny_model(tmp_path / "model")
     output, confidence = small_disk / "labels.tif", small_disk / "confidence.tif"
     argv = [
-        "predict", "--model", str(model), "--optical", str(rasters["optical"]), "--dsm", str(rasters["dsm"]),
-        "--output", str(output), "--confidence", str(confidence), "--device", "cpu", "--stride", "128",
-    ]  # fmt: skip
+        "predict",
+        "--model",
+        str(model),
+        "--optical",
+        str(rasters["optical"]),
+        "--dsm",
+        str(rasters["dsm"]),
+        "--output",
+        str(output),
+        "--confidence",
+        str(confidence),
+        "--device",
+        "cpu",
+        "--stride",
+        "128",
+    ]
     capfd.readouterr()
     status = cli_main(argv)
     err = capfd.readouterr().err
@@ -127,9 +150,13 @@ def test_full_disk_that_gdal_hits_first_is_reported_the_same(
     output = small_disk / "labels.tif"
     with pytest.raises(predict_module.InsufficientSpaceError, match=rf"^{output} and .*: not enough disk space"):
         predict_module.predict_scene(
-            save_tiny_model(tmp_path / "model"), rasters, output, confidence=small_disk / "c.tif", stride=128,
+            save_tiny_model(tmp_path / "model"),
+            rasters,
+            output,
+            confidence=small_disk / "c.tif",
+            stride=128,
             device="cpu",
-        )  # fmt: skip
+        )
     assert list(small_disk.iterdir()) == []
     with rasterio.open(rasters["dsm"]) as src:  # GDAL still works after the failed write
         assert src.width == 256

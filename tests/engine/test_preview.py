@@ -40,9 +40,14 @@ def test_preview_with_legend_alone_and_beside_the_inputs(tmp_path: Path) -> None
     rasters = write_scene(tmp_path / "scene", 200, 300)
     alone = write_preview(label_path, tmp_path / "alone.png", class_names=NAMES, palette=PALETTE)
     beside = write_preview(
-        label_path, tmp_path / "beside.png", class_names=NAMES, palette=PALETTE, optical=rasters["optical"],
-        dsm=rasters["dsm"], title="demo",
-    )  # fmt: skip
+        label_path,
+        tmp_path / "beside.png",
+        class_names=NAMES,
+        palette=PALETTE,
+        optical=rasters["optical"],
+        dsm=rasters["dsm"],
+        title="demo",
+    )
     small, large = imread(alone), imread(beside)
     assert small.shape[0] >= 300 and small.shape[1] >= 500
     assert large.shape[1] > 2 * small.shape[1] - 200, "three panels are wider than one"

@@ -15,8 +15,20 @@ from mfpeft.engine.build import recorded_base_model
 from mfpeft.engine.training import train
 from mfpeft.models.adapter_io import push_adapter_to_hub
 
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "1",
-         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    "64",
+    "--max-steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    "64",
+]
 
 
 @pytest.fixture(scope="module")

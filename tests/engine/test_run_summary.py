@@ -12,8 +12,20 @@ from mfpeft.data.palette import ISPRS_PALETTE
 
 from ..rasters import write_raster
 
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "1",
-         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    "64",
+    "--max-steps",
+    "1",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    "64",
+]
 
 
 def write_uint16_folder(root: Path) -> Path:
@@ -22,16 +34,27 @@ def write_uint16_folder(root: Path) -> Path:
     for split, name in (("train", "a"), ("test", "b")):
         (root / split).mkdir(parents=True)
         classes = rng.integers(0, 6, (96, 96))
-        write_raster(root / split / f"{name}_label.tif",
-                     np.asarray(ISPRS_PALETTE, np.uint8)[classes].transpose(2, 0, 1).copy())  # fmt: skip
+        write_raster(
+            root / split / f"{name}_label.tif", np.asarray(ISPRS_PALETTE, np.uint8)[classes].transpose(2, 0, 1).copy()
+        )
         write_raster(root / split / f"{name}_rgb.tif", rng.integers(7000, 12000, (3, 96, 96)).astype(np.uint16))
         write_raster(root / split / f"{name}_dsm.tif", rng.normal(250, 5, (1, 96, 96)).astype(np.float32))
     return root
 
 
 def folder(root: Path) -> list[str]:
-    return ["--dataset", "folder", "--data-dir", str(root), "--optical", "*_rgb.tif", "--dsm", "*_dsm.tif",
-            "--labels", "*_label.tif"]  # fmt: skip
+    return [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(root),
+        "--optical",
+        "*_rgb.tif",
+        "--dsm",
+        "*_dsm.tif",
+        "--labels",
+        "*_label.tif",
+    ]
 
 
 def test_the_run_summarises_its_data_and_warns_about_a_saturated_input(

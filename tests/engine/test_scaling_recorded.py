@@ -29,8 +29,20 @@ from tests.rasters import write_raster
 from tests.sam_fixtures import redraw_, tiny_sam_config
 
 CHIP = 64
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", str(CHIP), "--max-steps", "2",
-         "--batch-size", "2", "--eval-stride", str(CHIP)]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    str(CHIP),
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    str(CHIP),
+]
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 
 
@@ -43,8 +55,10 @@ def write_folder(root: Path) -> Path:
         (root / split).mkdir(parents=True, exist_ok=True)
         for name in names:
             classes = rng.integers(0, 6, (128, 128))
-            write_raster(root / split / f"{name}_label.tif", np.asarray(ISPRS_PALETTE, np.uint8)[classes]
-                         .transpose(2, 0, 1).copy())  # fmt: skip
+            write_raster(
+                root / split / f"{name}_label.tif",
+                np.asarray(ISPRS_PALETTE, np.uint8)[classes].transpose(2, 0, 1).copy(),
+            )
             write_raster(root / split / f"{name}_rgb.tif", rng.gamma(4.0, 500.0, (3, 128, 128)).astype(np.uint16))
             write_raster(root / split / f"{name}_dsm.tif", rng.normal(100, 5, (1, 128, 128)).astype(np.float32))
     return root
@@ -61,8 +75,9 @@ def save_model(folder: Path, input_scaling: dict[str, Scaling | dict[str, Any]] 
 
     torch.manual_seed(0)
     recorded = {m: s if isinstance(s, dict) else s.to_dict() for m, s in (input_scaling or {}).items()}
-    model = MFNetForSegmentation(MFNetConfig(vision_config=tiny_sam_config(image_size=CHIP), decode_channels=16,
-                                             input_scaling=recorded))  # fmt: skip
+    model = MFNetForSegmentation(
+        MFNetConfig(vision_config=tiny_sam_config(image_size=CHIP), decode_channels=16, input_scaling=recorded)
+    )
     redraw_(model.vision_encoder, seed=0)
     save_quietly(model.eval(), folder)
     return folder
@@ -76,8 +91,10 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model_dir(data: Path) -> Path:
     # "fixed": how configs before issue #12 spelled a range; they still load.
-    return save_model(data.parent / "model", {"optical": {"mode": "fixed", "low": 0.0, "high": 5000.0},
-                                              "dsm": {"mode": "minmax_tile"}})  # fmt: skip
+    return save_model(
+        data.parent / "model",
+        {"optical": {"mode": "fixed", "low": 0.0, "high": 5000.0}, "dsm": {"mode": "minmax_tile"}},
+    )
 
 
 class Reached(Exception):
@@ -122,31 +139,66 @@ def run_recipe(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> int:
 
 
 COMMANDS = ("prepare", "train", "recipe", "evaluate", "predict", "heatmap")
-MODES = ("divide", "divide:10000", "linear:0.0000275,-0.2", "range:0,3000", "stats", "stats:5,95", "minmax_tile",
-         "minmax_chip", "zscore", "percentile:1,99", "none")  # fmt: skip
+MODES = (
+    "divide",
+    "divide:10000",
+    "linear:0.0000275,-0.2",
+    "range:0,3000",
+    "stats",
+    "stats:5,95",
+    "minmax_tile",
+    "minmax_chip",
+    "zscore",
+    "percentile:1,99",
+    "none",
+)
 
 
 def command_argv(command: str, data: Path, model_dir: Path, out: Path) -> list[str]:
     test = data / "test"
     scene = ["--optical", str(test / "c_rgb.tif"), "--dsm", str(test / "c_dsm.tif"), "--device", "cpu"]
     return {
-        "prepare": ["prepare", "folder", *folder_flags(data), "--output", str(out / "chips"), "--chip-size", "64",
-                    "--stride", "64"],
+        "prepare": [
+            "prepare",
+            "folder",
+            *folder_flags(data),
+            "--output",
+            str(out / "chips"),
+            "--chip-size",
+            "64",
+            "--stride",
+            "64",
+        ],
         "train": ["train", *SMOKE, "--output-dir", str(out / "run"), "--dataset", "folder", *folder_flags(data)],
         "recipe": [*SMOKE, "--output-dir", str(out / "run"), "--dataset", "folder", *folder_flags(data)],
-        "evaluate": ["evaluate", "--model", str(model_dir), "--dataset", "folder", *folder_flags(data), "--stride",
-                     "64", "--device", "cpu"],
+        "evaluate": [
+            "evaluate",
+            "--model",
+            str(model_dir),
+            "--dataset",
+            "folder",
+            *folder_flags(data),
+            "--stride",
+            "64",
+            "--device",
+            "cpu",
+        ],
         "predict": ["predict", "--model", str(model_dir), *scene, "--output", str(out / "labels.tif")],
         "heatmap": ["heatmap", "--model", str(model_dir), *scene, "--output", str(out / "heatmap.png")],
-    }[command]  # fmt: skip
+    }[command]
 
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_passes_the_scaling_option_to_the_reader(
-    command: str, mode: str, data: Path, model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    command: str,
+    mode: str,
+    data: Path,
+    model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     seen = spy_on_chip_readers(monkeypatch)
     argv = [*command_argv(command, data, model_dir, tmp_path), "--scaling", f"optical={mode}"]
     with warnings.catch_warnings():
@@ -198,8 +250,12 @@ def test_a_bad_scaling_is_one_line_naming_the_option_and_value(
 @pytest.fixture(scope="module")
 def prepared(data: Path) -> Path:
     out = data.parent / "prepared"
-    assert cli_main(["prepare", "folder", *folder_flags(data), "--output", str(out), "--chip-size", "64",
-                     "--stride", "64"]) == 0  # fmt: skip
+    assert (
+        cli_main(
+            ["prepare", "folder", *folder_flags(data), "--output", str(out), "--chip-size", "64", "--stride", "64"]
+        )
+        == 0
+    )
     return out
 
 
@@ -216,8 +272,12 @@ def test_training_on_a_prepared_set_records_the_raw_scaling_and_predict_reads_ra
 ) -> None:
     """(b) a model trained on a prepared set recorded ``none``, so predict on raw GeoTIFFs fed raw values."""
     seen = spy_on_recorded_scaling(monkeypatch)
-    assert cli_main(["train", *SMOKE, "--output-dir", str(tmp_path / "run"), "--dataset", "hf", "--data-dir",
-                     str(prepared)]) == 1  # fmt: skip
+    assert (
+        cli_main(
+            ["train", *SMOKE, "--output-dir", str(tmp_path / "run"), "--dataset", "hf", "--data-dir", str(prepared)]
+        )
+        == 1
+    )
     recorded = {m: Scaling.from_dict(s) for m, s in seen[0].items()}
     assert recorded == prepared_scaling(prepared) and recorded["optical"].mode == "range"
     # The model reads a raw GeoTIFF into exactly the chip the prepared set stores for it.
@@ -229,10 +289,26 @@ def test_training_on_a_prepared_set_records_the_raw_scaling_and_predict_reads_ra
         np.testing.assert_array_equal(chip[m], np.asarray(row.modalities[m]()), err_msg=m)
     # Training on a prepared set with another --scaling would scale it twice: refused.
     capsys.readouterr()
-    assert cli_main(["train", *SMOKE, "--output-dir", str(tmp_path / "run2"), "--dataset", "hf", "--data-dir",
-                     str(prepared), "--scaling", "optical=divide"]) == 1  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "train",
+                *SMOKE,
+                "--output-dir",
+                str(tmp_path / "run2"),
+                "--dataset",
+                "hf",
+                "--data-dir",
+                str(prepared),
+                "--scaling",
+                "optical=divide",
+            ]
+        )
+        == 1
+    )
     assert len(seen) == 1 and "modality 'optical' is prepared: its values are already scaled with range:[" in (
-        capsys.readouterr().err)  # fmt: skip
+        capsys.readouterr().err
+    )
 
 
 def test_evaluate_on_raw_tiles_and_on_the_same_tiles_prepared_is_equal(
@@ -250,12 +326,33 @@ def test_evaluate_on_raw_tiles_and_on_the_same_tiles_prepared_is_equal(
 
     monkeypatch.setattr(MFNetForSegmentation, "forward", record)
     scores = {}
-    for name, source in (("raw", ["--dataset", "folder", *folder_flags(data)]),
-                         ("hf", ["--dataset", "hf", "--data-dir", str(prepared)])):  # fmt: skip
+    for name, source in (
+        ("raw", ["--dataset", "folder", *folder_flags(data)]),
+        ("hf", ["--dataset", "hf", "--data-dir", str(prepared)]),
+    ):
         current[:] = [name]
         out = tmp_path / f"{name}.json"
-        assert cli_main(["evaluate", "--model", str(model), *source, "--split", "test", "--stride", "64",
-                         "--batch-size", "1", "--device", "cpu", "--output", str(out)]) == 0  # fmt: skip
+        assert (
+            cli_main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(model),
+                    *source,
+                    "--split",
+                    "test",
+                    "--stride",
+                    "64",
+                    "--batch-size",
+                    "1",
+                    "--device",
+                    "cpu",
+                    "--output",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         scores[name] = json.loads(out.read_text())
     assert "warning" not in capsys.readouterr().err
     assert len(inputs["raw"]) == len(inputs["hf"]) == 4
@@ -265,8 +362,26 @@ def test_evaluate_on_raw_tiles_and_on_the_same_tiles_prepared_is_equal(
     assert scores["raw"]["mean_iou"] == scores["hf"]["mean_iou"]
     # A model that expects another scaling than the set was prepared with: an error, not a second scaling.
     other = save_model(tmp_path / "other", {"optical": Scaling("divide"), "dsm": Scaling("minmax_tile")})
-    assert cli_main(["evaluate", "--model", str(other), "--dataset", "hf", "--data-dir", str(prepared), "--split",
-                     "test", "--stride", "64", "--device", "cpu"]) == 1  # fmt: skip
+    assert (
+        cli_main(
+            [
+                "evaluate",
+                "--model",
+                str(other),
+                "--dataset",
+                "hf",
+                "--data-dir",
+                str(prepared),
+                "--split",
+                "test",
+                "--stride",
+                "64",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 1
+    )
     assert "is prepared: its values are already scaled with range:" in capsys.readouterr().err
 
 
@@ -301,8 +416,10 @@ def test_evaluate_and_predict_share_one_fallback_for_a_model_without_recorded_sc
 def test_predict_warns_when_the_scene_lies_outside_the_trained_range(
     data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    model = save_model(tmp_path / "uint8-model", {"optical": {"mode": "divide", "divisor": 255.0},
-                                                  "dsm": {"mode": "fixed", "low": 0.0, "high": 50.0}})  # fmt: skip
+    model = save_model(
+        tmp_path / "uint8-model",
+        {"optical": {"mode": "divide", "divisor": 255.0}, "dsm": {"mode": "fixed", "low": 0.0, "high": 50.0}},
+    )
     test = data / "test"
     scene = ["--optical", str(test / "c_rgb.tif"), "--dsm", str(test / "c_dsm.tif"), "--device", "cpu"]
     status = cli_main(["predict", "--model", str(model), *scene, "--output", str(tmp_path / "labels.tif")])
@@ -315,7 +432,9 @@ def test_predict_warns_when_the_scene_lies_outside_the_trained_range(
     assert "outside 0..255" in optical[0] and "divide:255" in optical[0]
     assert "band 1 (100.0 %)" in dsm[0] and "outside 0..50" in dsm[0]
     # In range: no warning.
-    fine = save_model(tmp_path / "fine-model", {"optical": {"mode": "divide", "divisor": 20000.0},
-                                                "dsm": {"mode": "fixed", "low": 50.0, "high": 150.0}})  # fmt: skip
+    fine = save_model(
+        tmp_path / "fine-model",
+        {"optical": {"mode": "divide", "divisor": 20000.0}, "dsm": {"mode": "fixed", "low": 50.0, "high": 150.0}},
+    )
     assert cli_main(["predict", "--model", str(fine), *scene, "--output", str(tmp_path / "fine.tif")]) == 0
     assert "warning" not in capsys.readouterr().err

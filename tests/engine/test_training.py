@@ -23,8 +23,20 @@ from mfpeft.models.sam.loading import SamLoadError
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 
 # A pipeline-sized run: the demo city, a tiny random SAM, 64-pixel chips, two steps.
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "2",
-         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    "64",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    "64",
+]
 
 
 def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:
@@ -47,7 +59,15 @@ def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:
         ["--no-padding-free"],
     ],
     ids=[
-        "mmlora", "mmadapter", "lora", "adapter", "frozen", "optical-only", "no-dfm", "half-data", "fast-encoder",
+        "mmlora",
+        "mmadapter",
+        "lora",
+        "adapter",
+        "frozen",
+        "optical-only",
+        "no-dfm",
+        "half-data",
+        "fast-encoder",
         "stock-encoder",
     ],
 )
@@ -85,9 +105,10 @@ def test_frozen_encoder_run_trains_only_the_head(tmp_path: Path) -> None:
 def test_a_run_writes_its_outputs_and_pushes_the_adapter(tmp_path: Path, hub_uploads: dict[str, bytes]) -> None:
     uploaded = hub_uploads
     result = train(
-        smoke_args(tmp_path, "--checkpoint-every", "1", "--checkpoints-total-limit", "1",
-                   "--push-to-hub", "user/mfnet-demo")
-    )  # fmt: skip
+        smoke_args(
+            tmp_path, "--checkpoint-every", "1", "--checkpoints-total-limit", "1", "--push-to-hub", "user/mfnet-demo"
+        )
+    )
     out = result.output_dir
     assert result.steps == 2
     for name in ("config.json", "adapter_config.json", "adapter_model.safetensors", "README.md", "metrics.json"):
@@ -124,9 +145,26 @@ def run_recipe(args: list[str], **kwargs: object) -> subprocess.Popen[str]:
 
 @pytest.mark.slow
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
-    common = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "128", "--batch-size", "2",
-              "--max-steps", "8", "--checkpoint-every", "2", "--eval-every", "4", "--eval-stride", "128",
-              "--seed", "7"]  # fmt: skip
+    common = [
+        "--preset",
+        "demo",
+        "--base-model",
+        "random:tiny",
+        "--chip-size",
+        "128",
+        "--batch-size",
+        "2",
+        "--max-steps",
+        "8",
+        "--checkpoint-every",
+        "2",
+        "--eval-every",
+        "4",
+        "--eval-stride",
+        "128",
+        "--seed",
+        "7",
+    ]
     straight = run_recipe([*common, "--output-dir", str(tmp_path / "straight")])
     output, _ = straight.communicate(timeout=600)
     assert straight.returncode == 0, output[-3000:]
@@ -207,10 +245,13 @@ def test_bad_input_fails_before_training(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("flags", "message"),
-    [(["--tuner", "foo"], "tuner='foo' is not one of"), (["--rank", "0"], "rank=0 must be a positive integer"),
-     (["--preset", "foo"], "preset='foo' is not one of")],
+    [
+        (["--tuner", "foo"], "tuner='foo' is not one of"),
+        (["--rank", "0"], "rank=0 must be a positive integer"),
+        (["--preset", "foo"], "preset='foo' is not one of"),
+    ],
     ids=["tuner", "rank", "preset"],
-)  # fmt: skip
+)
 def test_recipe_reports_bad_input_in_one_line(tmp_path: Path, flags: list[str], message: str) -> None:
     process = run_recipe([*SMOKE, "--output-dir", str(tmp_path / "run"), *flags])
     output, _ = process.communicate(timeout=120)

@@ -23,8 +23,20 @@ from mfpeft.engine.checkpoints import MANIFEST, CheckpointError, find_checkpoint
 from mfpeft.engine.training import train
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
-SMOKE = ["--preset", "demo", "--base-model", "random:tiny", "--chip-size", "64", "--max-steps", "2",
-         "--batch-size", "2", "--eval-stride", "64"]  # fmt: skip
+SMOKE = [
+    "--preset",
+    "demo",
+    "--base-model",
+    "random:tiny",
+    "--chip-size",
+    "64",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "2",
+    "--eval-stride",
+    "64",
+]
 
 
 def smoke(out: Path, *extra: str) -> list[str]:
@@ -74,8 +86,14 @@ def test_checkpoints_hold_no_pickled_objects_and_verify(checkpointed_run: Path) 
     assert find_checkpoint(checkpointed_run, "latest") == folders[-1]
 
 
-PLANTED = ["custom_checkpoint_0.pkl", "optimizer.bin", "random_states_0.pkl", "model.safetensors",
-           "trainer_state.json", "scheduler.bin"]  # fmt: skip
+PLANTED = [
+    "custom_checkpoint_0.pkl",
+    "optimizer.bin",
+    "random_states_0.pkl",
+    "model.safetensors",
+    "trainer_state.json",
+    "scheduler.bin",
+]
 
 
 @pytest.mark.parametrize(
@@ -185,15 +203,14 @@ def test_bad_training_input_is_one_line_and_creates_nothing(
 
 def launch(argv: list[str]) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, str(RECIPE), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, str(RECIPE), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("signum", "status"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["term", "int"])
-def test_a_signalled_run_keeps_its_checkpoints_and_says_how_to_resume(
-    tmp_path: Path, signum: int, status: int
-) -> None:
+def test_a_signalled_run_keeps_its_checkpoints_and_says_how_to_resume(tmp_path: Path, signum: int, status: int) -> None:
     out = tmp_path / "run"
     process = launch(smoke(out, "--max-steps", "400", "--checkpoint-every", "1", "--eval-every", "1000"))
     deadline = time.time() + 120
@@ -212,8 +229,11 @@ def test_a_signalled_run_keeps_its_checkpoints_and_says_how_to_resume(
     assert not leftovers, leftovers
     newest = find_checkpoint(out, "latest")
     step = int(newest.name.split("_")[1])
-    resumed = train(parse_training_arguments(smoke(out, "--max-steps", str(step + 1), "--resume-from-checkpoint",
-                                                   "latest", "--eval-every", "1000")))  # fmt: skip
+    resumed = train(
+        parse_training_arguments(
+            smoke(out, "--max-steps", str(step + 1), "--resume-from-checkpoint", "latest", "--eval-every", "1000")
+        )
+    )
     assert resumed.steps == step + 1
 
 
@@ -265,16 +285,27 @@ def write_palette_folder(root: Path, corner: tuple[int, int, int] | None = None,
 
 
 def folder_flags(root: Path) -> list[str]:
-    return ["--dataset", "folder", "--data-dir", str(root), "--optical", "*_rgb.tif", "--dsm", "*_dsm.tif",
-            "--labels", "*_label.tif"]  # fmt: skip
+    return [
+        "--dataset",
+        "folder",
+        "--data-dir",
+        str(root),
+        "--optical",
+        "*_rgb.tif",
+        "--dsm",
+        "*_dsm.tif",
+        "--labels",
+        "*_label.tif",
+    ]
 
 
 @pytest.mark.parametrize("case", ["bad-colour", "nan-dsm"])
 def test_inputs_are_scanned_before_the_first_step(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, case: str
 ) -> None:
-    root = write_palette_folder(tmp_path / "data", corner=(7, 7, 7) if case == "bad-colour" else None,
-                                nan_dsm=case == "nan-dsm")  # fmt: skip
+    root = write_palette_folder(
+        tmp_path / "data", corner=(7, 7, 7) if case == "bad-colour" else None, nan_dsm=case == "nan-dsm"
+    )
     steps: list[int] = []
     monkeypatch.setattr(training, "make_optimizer", lambda *a: steps.append(1) or torch.optim.SGD(a[0], lr=0.1))
     status = cli_main(["train", *smoke(tmp_path / "run"), *folder_flags(root)])

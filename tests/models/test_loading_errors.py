@@ -231,22 +231,45 @@ def mfnet_vision(**kwargs: object) -> MFNetConfig:
 
 NAN, INF = math.nan, math.inf
 BAD_VALUES = [
-    (MMLoraConfig, "init_lambda", NAN), (MMLoraConfig, "init_lambda", INF), (MMLoraConfig, "init_lambda", 1.5),
-    (MMLoraConfig, "init_lambda", -0.1), (MMLoraConfig, "init_lambda", "0.5"), (MMLoraConfig, "r", 0),
-    (MMLoraConfig, "r", 2.5), (MMLoraConfig, "r", True), (MMLoraConfig, "alpha", NAN), (MMLoraConfig, "alpha", 0),
-    (MMLoraConfig, "alpha", -INF), (MMLoraConfig, "num_modalities", 0), (MMLoraConfig, "num_modalities", 2.0),
-    (MMLoraConfig, "encoder_hidden_size", 0), (MMLoraConfig, "encoder_num_layers", NAN),
-    (MMLoraConfig, "scale_mlp", "yes"), (MMAdapterConfig, "bottleneck_ratio", NAN),
-    (MMAdapterConfig, "bottleneck_ratio", 0), (MMAdapterConfig, "bottleneck_ratio", 5),
-    (MMAdapterConfig, "bottleneck_ratio", "0.25"), (MMAdapterConfig, "init_lambda", NAN),
-    (mfnet, "decoder_dropout", NAN), (mfnet, "decoder_dropout", 1.0), (mfnet, "decoder_dropout", -0.1),
-    (mfnet, "decoder_dropout", "0.1"), (mfnet, "decode_channels", 0), (mfnet, "decode_channels", 16.5),
-    (mfnet, "decode_channels", True), (mfnet, "decoder_window_size", 0), (mfnet, "semantic_loss_ignore_index", 2),
-    (mfnet, "semantic_loss_ignore_index", NAN), (mfnet_vision, "image_size", 100),
-    (mfnet_vision, "image_size", -32), (mfnet_vision, "layer_norm_eps", NAN),
-    (mfnet_vision, "attention_dropout", 1.5), (mfnet_vision, "global_attn_indexes", [5]),
-    (mfnet_vision, "hidden_size", 0), (mfnet_vision, "hidden_size", 1.5),
-]  # fmt: skip
+    (MMLoraConfig, "init_lambda", NAN),
+    (MMLoraConfig, "init_lambda", INF),
+    (MMLoraConfig, "init_lambda", 1.5),
+    (MMLoraConfig, "init_lambda", -0.1),
+    (MMLoraConfig, "init_lambda", "0.5"),
+    (MMLoraConfig, "r", 0),
+    (MMLoraConfig, "r", 2.5),
+    (MMLoraConfig, "r", True),
+    (MMLoraConfig, "alpha", NAN),
+    (MMLoraConfig, "alpha", 0),
+    (MMLoraConfig, "alpha", -INF),
+    (MMLoraConfig, "num_modalities", 0),
+    (MMLoraConfig, "num_modalities", 2.0),
+    (MMLoraConfig, "encoder_hidden_size", 0),
+    (MMLoraConfig, "encoder_num_layers", NAN),
+    (MMLoraConfig, "scale_mlp", "yes"),
+    (MMAdapterConfig, "bottleneck_ratio", NAN),
+    (MMAdapterConfig, "bottleneck_ratio", 0),
+    (MMAdapterConfig, "bottleneck_ratio", 5),
+    (MMAdapterConfig, "bottleneck_ratio", "0.25"),
+    (MMAdapterConfig, "init_lambda", NAN),
+    (mfnet, "decoder_dropout", NAN),
+    (mfnet, "decoder_dropout", 1.0),
+    (mfnet, "decoder_dropout", -0.1),
+    (mfnet, "decoder_dropout", "0.1"),
+    (mfnet, "decode_channels", 0),
+    (mfnet, "decode_channels", 16.5),
+    (mfnet, "decode_channels", True),
+    (mfnet, "decoder_window_size", 0),
+    (mfnet, "semantic_loss_ignore_index", 2),
+    (mfnet, "semantic_loss_ignore_index", NAN),
+    (mfnet_vision, "image_size", 100),
+    (mfnet_vision, "image_size", -32),
+    (mfnet_vision, "layer_norm_eps", NAN),
+    (mfnet_vision, "attention_dropout", 1.5),
+    (mfnet_vision, "global_attn_indexes", [5]),
+    (mfnet_vision, "hidden_size", 0),
+    (mfnet_vision, "hidden_size", 1.5),
+]
 
 
 @pytest.mark.parametrize(("make", "field", "value"), BAD_VALUES, ids=lambda v: getattr(v, "__name__", repr(v)))
@@ -317,8 +340,15 @@ def write_rasters(folder: Path) -> list[str]:
     args = []
     for name, bands, dtype in (("optical", 3, np.uint8), ("dsm", 1, np.float32)):
         path = folder / f"{name}.tif"
-        profile = {"driver": "GTiff", "height": 64, "width": 64, "count": bands, "dtype": np.dtype(dtype).name,
-                   "crs": "EPSG:32632", "transform": from_origin(500_000, 5_400_000, 0.5, 0.5)}  # fmt: skip
+        profile = {
+            "driver": "GTiff",
+            "height": 64,
+            "width": 64,
+            "count": bands,
+            "dtype": np.dtype(dtype).name,
+            "crs": "EPSG:32632",
+            "transform": from_origin(500_000, 5_400_000, 0.5, 0.5),
+        }
         with rasterio.open(path, "w", **profile) as dst:
             dst.write(np.ones((bands, 64, 64), dtype))
         args += [f"--{name}", str(path)]

@@ -40,10 +40,17 @@ def run_prepare(args: argparse.Namespace) -> int:
     from mfpeft.data.prepare import prepare_dataset
 
     dataset = prepare_dataset(
-        args.source, args.data_dir, args.output, chip_size=args.chip_size, stride=args.stride,
-        scaling=scaling_options(args), overwrite=args.overwrite, push_to_hub=args.push_to_hub,
-        source_options=source_options(args), say=print,
-    )  # fmt: skip
+        args.source,
+        args.data_dir,
+        args.output,
+        chip_size=args.chip_size,
+        stride=args.stride,
+        scaling=scaling_options(args),
+        overwrite=args.overwrite,
+        push_to_hub=args.push_to_hub,
+        source_options=source_options(args),
+        say=print,
+    )
     sizes = ", ".join(f"{split}: {len(ds)} chips" for split, ds in dataset.items())
     print(f"wrote {args.output} ({sizes})")
     return 0
@@ -104,10 +111,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     args.source = args.dataset
     scores = evaluate_model(
-        args.model, args.dataset, data_dir=args.data_dir, split=args.split, stride=args.stride,
-        batch_size=args.batch_size, base_model=args.base_model, source_options=source_options(args),
-        device=args.device, scaling=scaling_options(args),
-    )  # fmt: skip
+        args.model,
+        args.dataset,
+        data_dir=args.data_dir,
+        split=args.split,
+        stride=args.stride,
+        batch_size=args.batch_size,
+        base_model=args.base_model,
+        source_options=source_options(args),
+        device=args.device,
+        scaling=scaling_options(args),
+    )
     if not is_main_process():  # under accelerate launch every process scores its share; one reports
         return 0
     summary = {k: scores[k] for k in ("overall_accuracy", "mean_f1", "mean_iou", "kappa")}
@@ -147,9 +161,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     on_interrupt = getattr(args, "on_interrupt", None)
     return run_command(
-        f"mfpeft {args.command}", lambda: args.func(args), debug=args.debug,
+        f"mfpeft {args.command}",
+        lambda: args.func(args),
+        debug=args.debug,
         on_interrupt=(lambda: on_interrupt(args)) if on_interrupt else None,
-    )  # fmt: skip
+    )
 
 
 def _nothing_written(args: argparse.Namespace) -> str:
@@ -160,17 +176,29 @@ def _nothing_written(args: argparse.Namespace) -> str:
 def _scene_arguments(p: Any) -> None:
     p.add_argument("--model", required=True, help="MFNet adapter folder or Hub repo id")
     p.add_argument("--base-model", help="local copy of the SAM the adapter was trained on")
-    p.add_argument("--optical", metavar="PATH", help="optical raster (the first modality: defines the grid), or "
-                   "single-band files stacked in order: a_b4.tif,a_b5.tif,a_b6.tif (so may any modality)")  # fmt: skip
+    p.add_argument(
+        "--optical",
+        metavar="PATH",
+        help="optical raster (the first modality: defines the grid), or "
+        "single-band files stacked in order: a_b4.tif,a_b5.tif,a_b6.tif (so may any modality)",
+    )
     p.add_argument("--dsm", metavar="PATH", help="elevation raster")
     p.add_argument(
-        "--modality", metavar="NAME=PATH", type=_key_value, action="append", default=[],
+        "--modality",
+        metavar="NAME=PATH",
+        type=_key_value,
+        action="append",
+        default=[],
         help="a raster for another modality of the model (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--bands", metavar="NAME=1,2,3", type=_key_value, action="append", default=[],
+        "--bands",
+        metavar="NAME=1,2,3",
+        type=_key_value,
+        action="append",
+        default=[],
         help="1-based band selection for a modality, e.g. optical=1,2,3 for RGBIR (repeatable)",
-    )  # fmt: skip
+    )
     p.add_argument("--output", required=True, help="file to write")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda when available)")
     add_scaling_arguments(p)
@@ -205,11 +233,19 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--chip-size", type=int, help="must equal the model's image size (the default)")
     p.add_argument("--stride", type=int, help="sliding-window step (default: half a chip; paper: 32)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--weights", choices=("uniform", "gaussian", "cosine"), default="uniform",
-                   help="weights of overlapping chip logits (uniform = the paper's plain sum)")  # fmt: skip
+    p.add_argument(
+        "--weights",
+        choices=("uniform", "gaussian", "cosine"),
+        default="uniform",
+        help="weights of overlapping chip logits (uniform = the paper's plain sum)",
+    )
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (4x time)")
-    p.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
-                   help="bf16 autocast (auto: on CUDA devices that support it)")  # fmt: skip
+    p.add_argument(
+        "--bf16",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="bf16 autocast (auto: on CUDA devices that support it)",
+    )
     p.add_argument("--confidence", metavar="PATH", help="also write the per-pixel confidence (float32 GeoTIFF)")
     p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
     p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
@@ -284,4 +320,3 @@ def run_heatmap(args: argparse.Namespace) -> int:
 
 
 SUBCOMMANDS.extend([add_predict_parser, add_heatmap_parser])
-
