@@ -16,6 +16,9 @@ Variants (all in the same run; ``stock`` is the straightforward path: transforme
 default attention, fp32, MMLoRA written straight from its formulas (`textbook_mmlora_forward`), no mfpeft
 optimisation):
 
+    default           the model exactly as a user builds it: MFNetConfig() defaults + get_peft_model
+    meta-sam          the paper's setup on Meta's SAM ImageEncoderViT (meta_sam_baseline.py), fp32
+    meta-sam-bf16     the same under bf16 autocast
     stock             transformers SamVisionLayer, attention "sdpa" (the transformers default), fp32
     stock-eager       the same with attention "eager"
     padding-free      mfpeft.models.sam.fast_path padding-free window layers, fp32
@@ -49,6 +52,11 @@ from pathlib import Path
 from typing import Any, cast
 
 VARIANTS: dict[str, dict[str, Any]] = {
+    # What a user gets: MFNetConfig defaults + get_peft_model(model, MMLoraConfig()), nothing else.
+    "default": {"default": True},
+    # The paper's setup on Meta's segment_anything encoder (benchmarks/meta_sam_baseline.py), fp32 / bf16 autocast.
+    "meta-sam": {"meta": True, "optimize": None},
+    "meta-sam-bf16": {"meta": True, "optimize": None, "autocast": "bf16"},
     "stock": {"attn": "sdpa", "optimize": None},
     "stock-eager": {"attn": "eager", "optimize": None},
     "padding-free": {"optimize": {"padding_free": True}},
@@ -133,6 +141,8 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
     from mfpeft.models.sam.fast_path import optimize_sam_encoder
 
     spec = VARIANTS[variant]
+    if spec.get("default") or spec.get("meta"):
+        return build_reference_model(size, tuner, spec, device)
     vision = mfpeft.sam_vision_config(size, image_size=256)
     vision._attn_implementation = spec.get("attn", default_attn)
     torch.manual_seed(0)
@@ -156,6 +166,39 @@ def build_model(size: str, tuner: str, variant: str, default_attn: str, device: 
     if spec["optimize"] is not None:
         optimize_sam_encoder(model, attention=cast(Any, default_attn), **spec["optimize"])
     return model.to(device)
+
+
+def build_reference_model(size: str, tuner: str, spec: dict[str, Any], device: str) -> Any:
+    """The ``default`` row (a user's construction) or the Meta-SAM baseline around the same head."""
+    import torch
+    from peft import get_peft_model
+
+    import mfpeft
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from meta_sam_baseline import build_meta_baseline, realistic_position_tables
+
+    torch.manual_seed(0)
+    model: Any = mfpeft.MFNetForSegmentation(mfpeft.MFNetConfig(vision_config=mfpeft.sam_vision_config(size)))
+    if spec.get("meta"):
+        baseline = build_meta_baseline(size, tuner, model)
+        if spec.get("autocast"):
+            baseline.encoder.forward = autocast_forward(baseline.encoder.forward, device)
+        return baseline.to(device)
+    realistic_position_tables(model.vision_encoder)
+    peft_config = mfpeft.MMLoraConfig() if tuner == "mmlora" else mfpeft.MMAdapterConfig()
+    return get_peft_model(model, peft_config).to(device)
+
+
+def autocast_forward(forward: Callable[..., Any], device: str) -> Callable[..., Any]:
+    """``forward`` under bf16 autocast (the head stays float32: the baseline casts features back)."""
+    import torch
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    return run
 
 
 def synthetic_batch(batch: int, device: str) -> tuple[dict[str, Any], Any]:
@@ -299,8 +342,10 @@ def run_job(job: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def step_dtype(variant: str) -> str:
-    optimize = VARIANTS[variant]["optimize"] or {}
-    return "bf16" if optimize.get("autocast_dtype") or optimize.get("frozen_dtype") else "fp32"
+    spec = VARIANTS[variant]
+    optimize = spec.get("optimize") or {}
+    bf16 = optimize.get("autocast_dtype") or optimize.get("frozen_dtype") or spec.get("autocast")
+    return "bf16" if bf16 else "fp32"
 
 
 def merge_rounds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -337,7 +382,9 @@ def summarise(results: list[dict[str, Any]], peaks: dict[str, dict[str, float]])
                 r[f"{phase}_cpu_s"] = statistics.median(r[f"{phase}_cpu_times_s"])
                 r[f"{phase}_chips_per_s"] = r["batch"] / r[f"{phase}_s"]
     ok = [r for r in results if "error" not in r]
+    # Speed-ups are against the paper's own code (the Meta-SAM baseline) when it ran, else against `stock`.
     stock = {(r["size"], r["tuner"], r["batch"]): r for r in ok if r["variant"] == "stock"}
+    stock.update({(r["size"], r["tuner"], r["batch"]): r for r in ok if r["variant"] == "meta-sam"})
     useful = {
         (r["size"], r["tuner"], r["batch"]): r["train_flops"]
         for r in ok
@@ -357,6 +404,9 @@ def summarise(results: list[dict[str, Any]], peaks: dict[str, dict[str, float]])
             r["useful_utilisation_best"] = useful[key] / r["train_min_s"] / peaks[dtype]["best"]
         if key in stock:
             base = stock[key]
+            r["reference"] = base["variant"]
+            if "peak_memory_gib" in r and "peak_memory_gib" in base:
+                r["memory_vs_reference"] = r["peak_memory_gib"] / base["peak_memory_gib"]
             for phase in ("train", "infer"):
                 if f"{phase}_s" in r and f"{phase}_s" in base:
                     r[f"{phase}_speedup"] = base[f"{phase}_s"] / r[f"{phase}_s"]
@@ -372,13 +422,13 @@ def table(results: list[dict[str, Any]]) -> str:
     """Markdown tables: training step, then inference."""
     lines = [
         "| size | tuner | batch | variant | dtype | s/step median | min | CPU s | chips/s | speed-up median / min / CPU"
-        " | GFLOP/step | util. median / best | useful util. median / best | peak GiB |",
-        "|" + "---|" * 14,
+        " | GFLOP/step | util. median / best | useful util. median / best | peak GiB | memory vs ref. |",
+        "|" + "---|" * 15,
     ]
     for r in results:
         head = f"| {r['size']} | {r['tuner']} | {r['batch']} | {r['variant']} "
         if "error" in r:
-            lines.append(head + "| error |" + " |" * 9)
+            lines.append(head + "| error |" + " |" * 10)
             continue
         lines.append(
             head + f"| {r['step_dtype']} | {_fmt(r['train_s'], '.2f')} | {_fmt(r['train_min_s'], '.2f')} "
@@ -390,7 +440,7 @@ def table(results: list[dict[str, Any]]) -> str:
             f"/ {_fmt(100 * r['utilisation_best'] if 'utilisation_best' in r else None, '.0f', '%')} "
             f"| {_fmt(100 * r['useful_utilisation'] if 'useful_utilisation' in r else None, '.0f', '%')} "
             f"/ {_fmt(100 * r['useful_utilisation_best'] if 'useful_utilisation_best' in r else None, '.0f', '%')} "
-            f"| {_fmt(r['peak_memory_gib'], '.2f')} |"
+            f"| {_fmt(r['peak_memory_gib'], '.2f')} | {_fmt(r.get('memory_vs_reference'), '.2f', 'x')} |"
         )
     infer = [r for r in results if "infer_s" in r]
     if infer:
