@@ -18,6 +18,7 @@ _EXPORTS = {
     "write_atomically": ".files",
     "write_text": ".files",
     "cached_folder": ".cache",
+    "flush_denormals": ".numerics",
     "lazy_facade": ".lazy",
 }
 __getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)

@@ -36,6 +36,8 @@ import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
+from mfpeft.common.numerics import flush_denormals
+
 from ..data.geometry import ChipWindow, axis_starts
 from ..data.raster import TileReader
 from ..data.scaling import Scaling, model_input_scaling
@@ -341,6 +343,7 @@ def evaluate_model(
         ValueError: a label option disagrees with the model's recorded encoding, or the data set's classes are
             not the model's (naming both).
     """
+    flush_denormals()  # first: torch's worker threads inherit it (common/numerics.py)
     from ..models.modeling_mfnet import MFNetForSegmentation
     from .predict import mfnet_of
 
