@@ -14,21 +14,9 @@ from matplotlib.image import imread
 
 from mfpeft.cli import main
 from tests.data.test_labels_auto import FOLDER_FLAGS, write_code_folder
+from tests.smoke import smoke_flags
 
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    "64",
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    "64",
-]
+SMOKE = smoke_flags()
 KEPT = {11: 0, 22: 1, 43: 2, 61: 3, 95: 4}  # the 5 most frequent training codes (tests/data/test_labels_auto.py)
 FOREST = (34, 139, 34)
 

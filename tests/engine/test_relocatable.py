@@ -14,21 +14,9 @@ from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine.build import recorded_base_model
 from mfpeft.engine.training import train
 from mfpeft.models.adapter_io import push_adapter_to_hub
+from tests.smoke import smoke_flags
 
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    "64",
-    "--max-steps",
-    "1",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    "64",
-]
+SMOKE = smoke_flags(steps=1)
 
 
 @pytest.fixture(scope="module")

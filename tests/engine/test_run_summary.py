@@ -9,23 +9,11 @@ import pytest
 
 from mfpeft.cli import main as cli_main
 from mfpeft.data.palette import ISPRS_PALETTE
+from tests.smoke import smoke_flags
 
 from ..rasters import write_raster
 
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    "64",
-    "--max-steps",
-    "1",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    "64",
-]
+SMOKE = smoke_flags(steps=1)
 
 
 def write_uint16_folder(root: Path) -> Path:

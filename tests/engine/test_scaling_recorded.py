@@ -27,22 +27,10 @@ from mfpeft.data.sources import get_source
 from mfpeft.engine import training
 from tests.rasters import write_raster
 from tests.sam_fixtures import redraw_, tiny_sam_config
+from tests.smoke import smoke_flags
 
 CHIP = 64
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    str(CHIP),
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    str(CHIP),
-]
+SMOKE = smoke_flags(chip=CHIP)
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 
 

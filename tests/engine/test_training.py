@@ -19,24 +19,12 @@ from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine.arguments import DEMO_PRESET, TrainingArguments
 from mfpeft.engine.training import idle_cores_notice, make_optimizer, train
 from mfpeft.models.sam.loading import SamLoadError
+from tests.smoke import smoke_flags
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
 
 # A pipeline-sized run: the demo city, a tiny random SAM, 64-pixel chips, two steps.
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    "64",
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    "64",
-]
+SMOKE = smoke_flags()
 
 
 def smoke_args(tmp_path: Path, *extra: str) -> TrainingArguments:

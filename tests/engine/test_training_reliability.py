@@ -21,22 +21,10 @@ from mfpeft.cli.training import parse_training_arguments
 from mfpeft.engine import training
 from mfpeft.engine.checkpoints import MANIFEST, CheckpointError, find_checkpoint
 from mfpeft.engine.training import train
+from tests.smoke import smoke_flags
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipes" / "train.py"
-SMOKE = [
-    "--preset",
-    "demo",
-    "--base-model",
-    "random:tiny",
-    "--chip-size",
-    "64",
-    "--max-steps",
-    "2",
-    "--batch-size",
-    "2",
-    "--eval-stride",
-    "64",
-]
+SMOKE = smoke_flags()
 
 
 def smoke(out: Path, *extra: str) -> list[str]:
