@@ -2,13 +2,10 @@
 
 Three optimisations, applied in place to a transformers `SamVisionEncoder` (bare, or inside MFNet / a peft model):
 
-- ``padding_free``: at 256 x 256 input a window layer pads the 16 x 16 token grid to 28 x 28 for window 14, so the
-  stock path runs ``attn.qkv`` and ``attn.proj`` on 784 tokens per image of which 256 exist, and attention on 784
-  queries. Here ``qkv`` runs on the real tokens; the padded tokens get ``qkv`` of a zero token, which is exactly
-  what the stock path computes there (it pads the layer-normed input with zeros, then applies ``qkv``); attention
-  runs per window for the real queries only (the padded keys stay, unmasked, as in SAM); ``proj`` runs on the real
-  tokens. Per-token linears are the only thing a tuner changes, so wrapped tuners see the same inputs. Equal to the
-  stock path up to float rounding (max abs diff ~1e-6 in fp32).
+- ``padding_free``: window layers run ``qkv``, attention and ``proj`` for the real tokens only, not for the window
+  padding (at 256 x 256 input, 256 of the 784 tokens of a padded 28 x 28 grid); see `window_attention`. Per-token
+  linears are the only thing a tuner changes, so wrapped tuners see the same inputs. Equal to the stock path up to
+  float rounding (max abs diff ~1e-6 in fp32).
 - ``checkpoint_frozen``: each encoder layer runs under non-reentrant `torch.utils.checkpoint`, so only the layer
   inputs are kept for backward and the layer is recomputed there. Gradients are identical.
 - ``frozen_dtype`` / ``autocast_dtype``: the encoder runs under `torch.autocast` (CPU or CUDA), optionally with the
@@ -28,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import torch
-import torch.nn.functional as F
 from peft.tuners.tuners_utils import BaseTunerLayer
 from torch import nn
 from torch.utils.checkpoint import checkpoint
@@ -40,6 +36,7 @@ from transformers.models.sam.modeling_sam import (
 )
 
 from ...tuners.base import find_vision_encoder
+from .window_attention import padding_free_window_attention
 
 AttentionKind = Literal["auto", "eager", "sdpa"]
 ATTENTION_KINDS: tuple[str, ...] = ("auto", "eager", "sdpa")
@@ -101,123 +98,6 @@ class SamEncoderOptimizations:
             raise ValueError(f"attention={self.attention!r} must be one of {ATTENTION_KINDS}")
         object.__setattr__(self, "frozen_dtype", frozen)
         object.__setattr__(self, "autocast_dtype", autocast)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Padding-free window attention
-
-
-def _groups(size: int, window: int) -> list[tuple[int, int, int]]:
-    """Split one axis of a padded grid into window groups: (start, end, real rows per window).
-
-    Full windows (all rows real) form one group; the last, partly padded window another. Real tokens of a
-    window always come first, so its real queries are its leading rows.
-    """
-    full = size // window
-    groups = []
-    if full:
-        groups.append((0, full * window, window))
-    if size % window:
-        groups.append((full * window, (full + 1) * window, size % window))
-    return groups
-
-
-def _window_attention(
-    attn: SamVisionAttention,
-    grid: torch.Tensor,
-    rows: tuple[int, int, int],
-    cols: tuple[int, int, int],
-    window: int,
-    rel_pos: tuple[torch.Tensor, torch.Tensor] | None,
-    use_sdpa: bool,
-) -> torch.Tensor:
-    """Attention inside the windows of one group, for their real queries only.
-
-    Args:
-        grid: (B, Hp, Wp, 3, heads, head_dim) q/k/v of the padded grid.
-        rows, cols: (start, end, real per window) from `_groups`.
-        rel_pos: the (window, window, head_dim) relative-position terms for height and width, or None.
-
-    Returns:
-        (B, n_rows·q_rows, n_cols·q_cols, heads·head_dim) attention output of the group's real tokens.
-    """
-    r0, r1, q_rows = rows
-    c0, c1, q_cols = cols
-    batch, _, _, _, heads, head_dim = grid.shape
-    n_rows, n_cols = (r1 - r0) // window, (c1 - c0) // window
-    part = grid[:, r0:r1, c0:c1].reshape(batch, n_rows, window, n_cols, window, 3, heads, head_dim)
-    # -> (3, B, n_rows, n_cols, heads, window, window, head_dim)
-    part = part.permute(5, 0, 1, 3, 6, 2, 4, 7)
-    num = batch * n_rows * n_cols
-    query = part[0, :, :, :, :, :q_rows, :q_cols].reshape(num * heads, q_rows, q_cols, head_dim)
-    key = part[1].reshape(num * heads, window * window, head_dim)
-    value = part[2].reshape(num * heads, window * window, head_dim)
-    bias = None
-    if rel_pos is not None:
-        rel_h = torch.einsum("bhwc,hkc->bhwk", query, rel_pos[0][:q_rows])
-        rel_w = torch.einsum("bhwc,wkc->bhwk", query, rel_pos[1][:q_cols])
-        bias = (rel_h[:, :, :, :, None] + rel_w[:, :, :, None, :]).reshape(num * heads, q_rows * q_cols, -1)
-    query = query.reshape(num * heads, q_rows * q_cols, head_dim)
-    if use_sdpa:
-        out = F.scaled_dot_product_attention(
-            query.view(num, heads, q_rows * q_cols, head_dim),
-            key.view(num, heads, window * window, head_dim),
-            value.view(num, heads, window * window, head_dim),
-            attn_mask=None if bias is None else bias.view(num, heads, q_rows * q_cols, -1),
-        )
-    else:
-        weights = (query * attn.scale) @ key.transpose(-2, -1)
-        if bias is not None:
-            weights = weights + bias
-        weights = torch.softmax(weights, dtype=torch.float32, dim=-1).to(query.dtype)
-        out = weights @ value
-    out = out.reshape(batch, n_rows, n_cols, heads, q_rows, q_cols, head_dim).permute(0, 1, 4, 2, 5, 3, 6)
-    return out.reshape(batch, n_rows * q_rows, n_cols * q_cols, heads * head_dim)
-
-
-def padding_free_window_attention(
-    attn: SamVisionAttention, hidden_states: torch.Tensor, window: int, use_sdpa: bool
-) -> torch.Tensor:
-    """SAM's windowed attention block (qkv, attention, proj) without computing anything for padded tokens.
-
-    Args:
-        attn: the layer's attention module (its ``qkv`` / ``proj`` may be tuner wrappers).
-        hidden_states: (B, H, W, D) layer-normed tokens, B = M·batch modality-major.
-        window: the window size (> 0).
-
-    Returns:
-        (B, H, W, D), equal to the stock pad -> partition -> attention -> unpartition -> crop result.
-    """
-    batch, height, width, dim = hidden_states.shape
-    heads = attn.num_attention_heads
-    qkv = attn.qkv(hidden_states)
-    pad_h, pad_w = (window - height % window) % window, (window - width % window) % window
-    if pad_h or pad_w:
-        # The stock path applies qkv to zero-padded tokens: qkv(0) is the bias plus whatever a tuner adds for a
-        # zero input. One zero token per batch entry keeps the modality-major split of tuner wrappers valid.
-        fill = attn.qkv(hidden_states.new_zeros(batch, 1, 1, dim)).to(qkv.dtype)
-        if pad_w:
-            qkv = torch.cat((qkv, fill.expand(batch, height, pad_w, -1)), dim=2)
-        if pad_h:
-            qkv = torch.cat((qkv, fill.expand(batch, pad_h, width + pad_w, -1)), dim=1)
-    grid = qkv.unflatten(-1, (3, heads, -1))
-    rel_pos = None
-    if attn.use_rel_pos:
-        rel_pos = (
-            attn.get_rel_pos(window, window, attn.rel_pos_h),
-            attn.get_rel_pos(window, window, attn.rel_pos_w),
-        )
-    row_groups, col_groups = _groups(height, window), _groups(width, window)
-    out = torch.cat(
-        [
-            torch.cat(
-                [_window_attention(attn, grid, rows, cols, window, rel_pos, use_sdpa) for cols in col_groups], dim=2
-            )
-            for rows in row_groups
-        ],
-        dim=1,
-    )
-    return cast(torch.Tensor, attn.proj(out))
 
 
 # ---------------------------------------------------------------------------------------------------------------
