@@ -19,7 +19,8 @@ optimisation):
     default           the model exactly as a user builds it: MFNetConfig() defaults + get_peft_model
     meta-sam          the paper's setup on Meta's SAM ImageEncoderViT (meta_sam_baseline.py), fp32
     meta-sam-bf16     the same under bf16 autocast
-    meta-sam-ftz      meta-sam with denormals flushed to zero, as every mfpeft row (and command) runs
+    meta-sam-ftz      meta-sam with mfpeft's process settings (denormals flushed, freed memory kept in the heap:
+                      mfpeft.common.prepare_process), as every mfpeft row (and command) runs
     stock             transformers SamVisionLayer, attention "sdpa" (the transformers default), fp32
     stock-eager       the same with attention "eager"
     padding-free      mfpeft.models.sam.fast_path padding-free window layers, fp32
@@ -58,7 +59,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The paper's setup on Meta's segment_anything encoder (benchmarks/meta_sam_baseline.py), fp32 / bf16 autocast.
     "meta-sam": {"meta": True, "optimize": None},
     "meta-sam-bf16": {"meta": True, "optimize": None, "autocast": "bf16"},
-    # The baseline with denormals flushed as mfpeft's commands do (mfpeft.common.flush_denormals).
+    # The baseline with the process settings mfpeft's commands use (mfpeft.common.prepare_process).
     "meta-sam-ftz": {"meta": True, "optimize": None, "ftz": True},
     "stock": {"attn": "sdpa", "optimize": None},
     "stock-eager": {"attn": "eager", "optimize": None},
@@ -311,9 +312,9 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     if not spec.get("meta") or spec.get("ftz"):
         # What mfpeft's train / evaluate / predict do first (before torch's worker threads exist, which
         # inherit it); the Meta-SAM baseline runs as the paper's code does, unless the row says ftz.
-        from mfpeft.common import flush_denormals
+        from mfpeft.common import prepare_process
 
-        flush_denormals()
+        prepare_process()
     device = job["device"]
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))

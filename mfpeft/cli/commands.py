@@ -13,7 +13,7 @@ from typing import Any
 
 from mfpeft.cli.options import add_scaling_arguments, add_source_arguments, scaling_options, source_options
 from mfpeft.cli.options import key_value as _key_value  # NAME=VALUE of the predict / heatmap flags
-from mfpeft.common.numerics import flush_denormals
+from mfpeft.common.runtime import prepare_process
 
 __all__ = ["SUBCOMMANDS", "build_parser", "main"]
 
@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status (0 success, 1 a reported error, 2 a usage error,
     128 + N when stopped by signal N: 130 Ctrl-C, 143 SIGTERM). See `mfpeft.errors.run_command`."""
-    flush_denormals()  # before any torch work: its worker threads inherit it (common/numerics.py)
+    prepare_process()  # first: torch's worker threads inherit the flush (common/runtime.py)
     from mfpeft.errors import run_command
 
     parser = build_parser()

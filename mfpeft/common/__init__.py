@@ -1,6 +1,6 @@
 """Leaf modules that every layer may import (and that import nothing else of mfpeft): class names and
-colours, the label encoding and input scaling that models record, numeric checks, the atomic writer, the cache
-folder, the lazy-facade rule."""
+colours, the label encoding and input scaling that models record, numeric checks, process settings, the atomic
+writer, the cache folder, the lazy-facade rule."""
 
 from .lazy import lazy_facade
 
@@ -18,7 +18,9 @@ _EXPORTS = {
     "write_atomically": ".files",
     "write_text": ".files",
     "cached_folder": ".cache",
-    "flush_denormals": ".numerics",
+    "flush_denormals": ".runtime",
+    "prepare_process": ".runtime",
+    "retain_freed_memory": ".runtime",
     "lazy_facade": ".lazy",
 }
 __getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)

@@ -36,7 +36,7 @@ import numpy.typing as npt
 import torch
 from tqdm.auto import tqdm
 
-from mfpeft.common.numerics import flush_denormals
+from mfpeft.common.runtime import prepare_process
 
 from ..data.geometry import ChipWindow, axis_starts
 from ..data.raster import TileReader
@@ -343,7 +343,7 @@ def evaluate_model(
         ValueError: a label option disagrees with the model's recorded encoding, or the data set's classes are
             not the model's (naming both).
     """
-    flush_denormals()  # first: torch's worker threads inherit it (common/numerics.py)
+    prepare_process()  # first: torch's worker threads inherit the flush (common/runtime.py)
     from ..models.modeling_mfnet import MFNetForSegmentation
     from .predict import mfnet_of
 

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mfpeft.common.numerics import flush_denormals
+from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
@@ -467,7 +467,7 @@ def predict_scene(
             the model was trained on (:func:`mfpeft.data.windows.warn_outside_trained_range`); a scaling other
             than the model's.
     """
-    flush_denormals()  # first: torch's worker threads inherit it (common/numerics.py)
+    prepare_process()  # first: torch's worker threads inherit the flush (common/runtime.py)
     start_time = time.perf_counter()
     options = PredictionOptions.of(options, fields, "predict_scene")
     outputs = {"output": output, "confidence": options.confidence, "preview": options.preview}

@@ -20,7 +20,7 @@ from accelerate.utils import ProjectConfiguration, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from mfpeft.common.numerics import flush_denormals
+from mfpeft.common.runtime import prepare_process
 
 from ..common.files import atomic_path, install_folder, write_json
 from ..data.blocks import check_block_size, missing_class_warning, write_block_assignment
@@ -229,7 +229,7 @@ def interrupted_detail(work_dir: Path, args: TrainingArguments) -> str:
 def train(args: TrainingArguments) -> TrainResult:
     """Train, validate, select, test and save; see the module docstring. An interrupted run (SIGTERM / SIGINT)
     leaves its complete checkpoints and says how to resume."""
-    flush_denormals()  # first: torch's worker threads inherit it (common/numerics.py)
+    prepare_process()  # first: torch's worker threads inherit the flush (common/runtime.py)
     work_dir = run_folder(args)
     try:
         return _train(args, work_dir)

@@ -230,3 +230,34 @@ def test_switching_from_bf16_weights_back_to_fp32_runs() -> None:
     optimize_sam_encoder(model, checkpoint_frozen=True)
     assert all(p.dtype is torch.float32 for p in model.parameters())
     assert output_and_grads(model, images())[0].dtype is torch.float32
+
+
+def saved_bytes(model: torch.nn.Module, x: torch.Tensor) -> int:
+    """Bytes of the distinct storages autograd keeps for backward (parameters included)."""
+    storages: dict[int, int] = {}
+
+    def pack(saved: torch.Tensor) -> torch.Tensor:
+        storages[saved.untyped_storage().data_ptr()] = saved.untyped_storage().nbytes()
+        return saved
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda saved: saved):
+        model(x)
+    return sum(storages.values())
+
+
+def test_recomputing_the_activation_gives_identical_gradients_and_keeps_less() -> None:
+    model = tuned_sam("mmlora")
+    x = images()
+    optimize_sam_encoder(model, recompute_activation=False)
+    ref, ref_grads = output_and_grads(model, x)
+    kept = saved_bytes(model, x)
+    optimize_sam_encoder(model, recompute_activation=True)
+    got, got_grads = output_and_grads(model, x)
+    assert torch.equal(got, ref)
+    assert ref_grads.keys() == got_grads.keys()
+    assert all(torch.equal(got_grads[name], ref_grads[name]) for name in ref_grads)
+    # One (tokens, mlp_dim) float32 activation per layer is no longer kept.
+    encoder = encoder_of(model)
+    config = encoder.config
+    tokens = x.shape[0] * (x.shape[-1] // config.patch_size) ** 2
+    assert kept - saved_bytes(model, x) >= len(encoder.layers) * tokens * config.mlp_dim * 4
