@@ -78,30 +78,36 @@ class MMLoraLayer(nn.Module, MultimodalTunerLayer):
     def forward(self, x: torch.Tensor, *args: object, **kwargs: object) -> torch.Tensor:
         """x: (M·B, ..., in) modality-major -> (M·B, ..., out).
 
-        The low-rank update is added by one fused ``baddbmm`` / ``addmm`` per adapter, and cross-modal mixing
-        happens on the rank-r hidden states (`mixing_matrix`): no full-width temporary per modality is ever built,
-        which matters for the MLP's 4·D-wide ``lin1``. The sum is out of place on purpose: an in-place update of
-        the base output (or of a slice of it) makes autograd clone the full-width gradient twice in backward.
+        The base layer runs on the flattened tokens, so its output is a plain (M·N, out) tensor, and each
+        adapter's update is added to it in place by one ``addmm_`` against the B of all modalities stacked:
+        cross-modal mixing happens on the rank-r hidden states (`mixing_matrix`) and no full-width temporary is
+        built, which matters for the MLP's 4·D-wide ``lin1``. In place on a plain tensor costs autograd nothing
+        (the base output is not needed by its own backward); on a view of it autograd would clone the
+        full-width gradient twice in backward.
         """
-        result = self.base_layer(x, *args, **kwargs)
+        shape = x.shape
+        result = self.base_layer(x.reshape(-1, shape[-1]), *args, **kwargs)
         for name in self._adapters_to_run():
-            m = self.num_modalities[name]
-            hidden = self._hidden(name, split_modalities(x, m, self.module_name))
-            b = self.mmlora_B[name]
-            if torch.is_autocast_enabled(x.device.type) or hidden.dtype != result.dtype:
-                hidden, b = hidden.to(result.dtype), b.to(result.dtype)
-            result = self._add_update(name, result.reshape(m, hidden.shape[1], -1), hidden, b).view(result.shape)
-        return result
+            hidden = self._hidden(name, split_modalities(x, self.num_modalities[name], self.module_name))
+            mixed, stacked = self._mixed(name, hidden), self._stacked_b(name)
+            if torch.is_autocast_enabled(x.device.type) or mixed.dtype != result.dtype:
+                mixed, stacked = mixed.to(result.dtype), stacked.to(result.dtype)
+            result.addmm_(mixed, stacked)
+        return result.view(*shape[:-1], -1)
 
-    def _add_update(self, adapter_name: str, out: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """out (M, N, out) + the branch's update from hidden (M, N, r) and B (M, out, r)."""
-        if not self.cross_modal[adapter_name]:
-            return torch.baddbmm(out, hidden, b.transpose(1, 2))
-        m, n, r = hidden.shape
-        weights = mixing_matrix(self.mmlora_lambda[adapter_name]).to(hidden.dtype)
-        # mixed[m, :, k·r:(k+1)·r] = W[m, k]·hidden[k]; one matmul against the stacked B_k then mixes and projects.
-        mixed = (weights[:, :, None, None] * hidden.unsqueeze(0)).permute(0, 2, 1, 3).reshape(m * n, m * r)
-        return torch.addmm(out.view(m * n, -1), mixed, b.transpose(1, 2).reshape(m * r, -1)).view(out.shape)
+    def _mixed(self, adapter_name: str, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (M, N, k) -> (M·N, M·k) with block [m, j] = W[m, j]·hidden[j]; W mixes (or is the identity)."""
+        m, n, k = hidden.shape
+        if self.cross_modal[adapter_name]:
+            weights = mixing_matrix(self.mmlora_lambda[adapter_name]).to(hidden.dtype)
+        else:
+            weights = torch.eye(m, dtype=hidden.dtype, device=hidden.device)
+        return (weights[:, :, None, None] * hidden.unsqueeze(0)).permute(0, 2, 1, 3).reshape(m * n, m * k)
+
+    def _stacked_b(self, adapter_name: str) -> torch.Tensor:
+        """B (M, out, r) as one (M·r, out) matrix: row block m is B_m transposed."""
+        b = self.mmlora_B[adapter_name]
+        return b.transpose(1, 2).reshape(-1, b.shape[1])
 
 
 class MMLoraQV(MMLoraLayer):
@@ -116,15 +122,14 @@ class MMLoraQV(MMLoraLayer):
         # The paper's attention branch is plain LoRA per modality: no cross-modal term.
         return False
 
-    def _add_update(self, adapter_name: str, out: torch.Tensor, hidden: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """out (M, N, 3·D) + the q and v updates (k stays as the base layer made it).
+    def _stacked_b(self, adapter_name: str) -> torch.Tensor:
+        """B (M, 2, D, r) as one (M·2·r, 3·D) matrix: modality m's q rows write the q slice, its v rows the v slice.
 
-        hidden (M, N, 2·r) holds both branches; B (M, 2, D, r) is laid out as one (M, 2·r, 3·D) matrix with zero
-        blocks for k and the cross terms, so a single ``baddbmm`` adds both updates (the zero blocks cost
-        N·2r·3D multiply-adds, well under 1 % of the base ``qkv``).
+        The zero blocks (k, and the q/v cross terms) cost N·M·2r·3D multiply-adds, well under 1 % of ``qkv``.
         """
+        b = self.mmlora_B[adapter_name]
         m, _, dim, r = b.shape
         zeros = b.new_zeros(m, r, dim)
         q, v = b[:, 0].transpose(1, 2), b[:, 1].transpose(1, 2)
         weight = torch.cat((torch.cat((q, zeros, zeros), dim=2), torch.cat((zeros, zeros, v), dim=2)), dim=1)
-        return torch.baddbmm(out, hidden, weight)
+        return weight.reshape(m * 2 * r, 3 * dim)
