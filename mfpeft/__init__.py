@@ -1,4 +1,5 @@
-"""mfpeft: multimodal parameter-efficient fine-tuning of SAM for remote-sensing segmentation (MFNet).
+"""mfpeft: multimodal parameter-efficient fine-tuning of vision foundation models (SAM, SAM2.1, DINOv2, DINOv3) for
+remote-sensing segmentation (MFNet).
 
 The one top-level facade: every public name of mfpeft is listed in ``_EXPORTS`` and imported from its module on
 first use (`mfpeft.common.lazy`). The tuners and the model are imported at once, because importing mfpeft must
@@ -15,9 +16,11 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # models
+    "EncoderLoadError": ".models",
     "MFNetConfig": ".models",
     "MFNetForSegmentation": ".models",
     "SamLoadError": ".models",
+    "load_encoder": ".models",
     "load_sam_vision_encoder": ".models",
     "optimize_sam_encoder": ".models",
     "push_adapter_to_hub": ".models",
@@ -61,9 +64,11 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they reso
         train,
     )
     from .models import (  # noqa: F401
+        EncoderLoadError,
         MFNetConfig,
         MFNetForSegmentation,
         SamLoadError,
+        load_encoder,
         load_sam_vision_encoder,
         optimize_sam_encoder,
         push_adapter_to_hub,

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 TUNERS = ("mmlora", "mmadapter", "lora", "adapter", "none")
+ABLATIONS = ("authors", "full")
 PRESETS = ("paper", "demo")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 OPTIMIZERS = ("sgd", "adamw")
@@ -53,11 +54,14 @@ DEMO_PRESET: dict[str, Any] = dict(
 
 def check_generated_base_model(base_model: str) -> None:
     """Raise ValueError for ``random:SIZE`` / ``demo:SIZE`` names mfpeft cannot generate (before any file is made)."""
-    from ..models.sam.loading import SAM_SIZES
+    from ..models.encoders.registry import split_random_spec
     from .demo_encoder import DEMO_ENCODER_PREFIX
 
-    if base_model.startswith("random:") and base_model.removeprefix("random:") not in SAM_SIZES:
-        raise ValueError(f"base_model={base_model!r}: random sizes are {['random:' + s for s in SAM_SIZES]}")
+    if base_model.startswith("random:"):
+        try:
+            split_random_spec(base_model)
+        except ValueError as error:
+            raise ValueError(f"base_model={base_model!r}: {error}") from None
     if base_model.startswith(DEMO_ENCODER_PREFIX) and base_model != DEMO_ENCODER_PREFIX + "tiny":
         # Pre-training a full-size encoder on CPU would take hours; the demo encoder is a pipeline check only.
         raise ValueError(f"base_model={base_model!r}: the demo encoder comes in one size, demo:tiny")
@@ -74,7 +78,18 @@ class TrainingArguments:
     rank: int = field(default=4, metadata={"help": "LoRA rank (mmlora, lora)"})
     base_model: str = field(
         default="facebook/sam-vit-base",
-        metadata={"help": "SAM: Hub id, local folder, Meta .pth file, random:vit-b|vit-l|vit-h|tiny, or demo:tiny"},
+        metadata={
+            "help": "the frozen encoder: Hub id or local folder of any supported family (SAM, SAM-HQ, SAM2.1, DINOv2, "
+            "DINOv2 with registers, DINOv3), SAM's Meta .pth file, random:<family>-<size> (e.g. random:vit-b, "
+            "random:dinov3-small, random:sam2-tiny), or demo:tiny"
+        },
+    )
+    ablation: str = field(
+        default="authors",
+        metadata={
+            "help": "the Table IV ablation tuners (lora, adapter): authors (MLP LoRA scaled by alpha/r; attention "
+            "adapters only, as the authors ran them) or full (unscaled MLP LoRA; adapters beside the MLP too)"
+        },
     )
     rel_pos: str = field(default="pretrained", metadata={"help": "pretrained or zero (the published setting)"})
     dataset: str = field(default="demo", metadata={"help": "vaihingen, potsdam, mmhunan, folder, hf or demo"})
@@ -155,6 +170,8 @@ class TrainingArguments:
     def _check_choices(self) -> None:
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner={self.tuner!r} is not one of {TUNERS}")
+        if self.ablation not in ABLATIONS:
+            raise ValueError(f"ablation={self.ablation!r} is not one of {ABLATIONS}")
         if self.preset is not None and self.preset not in PRESETS:
             raise ValueError(f"preset={self.preset!r} is not one of {PRESETS}")
         if self.mixed_precision not in MIXED_PRECISION:

@@ -1,4 +1,4 @@
-"""Building the model a training run asks for: SAM (real or random), MFNet around it, and the tuner."""
+"""Building the model a training run asks for: the encoder (real or random, any family), MFNet around it, the tuner."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from ..common.files import atomic_path
 from ..errors import ensure_free_space
 from ..models.adapter_io import BUNDLED_BASE_MODEL
 from ..models.configuration_mfnet import MFNetConfig
+from ..models.encoders.registry import load_encoder, random_encoder
 from ..models.modeling_mfnet import MFNetForSegmentation
-from ..models.sam.loading import load_sam_vision_encoder, random_sam_vision_model, save_quietly
+from ..models.sam.loading import load_sam_vision_encoder, save_quietly
 from ..tuners import MMAdapterConfig, MMLoraConfig
 from ..tuners.config import MultimodalConfig
 from .arguments import TrainingArguments, check_generated_base_model
@@ -23,7 +24,7 @@ RANDOM_PREFIX = "random:"
 
 
 def is_generated_base_model(base_model: str) -> bool:
-    """True for the encoders mfpeft makes itself: ``random:SIZE`` and the pre-trained demo encoder ``demo:SIZE``."""
+    """True for the encoders mfpeft makes itself: ``random:<family>-<size>`` and the demo encoder ``demo:SIZE``."""
     return base_model.startswith((RANDOM_PREFIX, DEMO_ENCODER_PREFIX))
 
 
@@ -75,9 +76,9 @@ def write_generated_base_model(
 ) -> None:
     """Save a generated encoder to ``output_dir/base-model`` so the trained adapter reloads with it.
 
-    ``random:SIZE`` is drawn from `seed`; ``demo:tiny`` is the encoder pre-trained on the optical training chips
-    of the demo data set of `data_seed` (built once and cached, see `mfpeft.engine.demo_encoder`), resized to
-    `image_size`. Other base models are left alone.
+    ``random:<family>-<size>`` is drawn from `seed`; ``demo:tiny`` is the encoder pre-trained on the optical
+    training chips of the demo data set of `data_seed` (built once and cached, see `mfpeft.engine.demo_encoder`),
+    resized to `image_size`. Other base models are left alone.
 
     The folder is written through a temporary sibling, so a failure (full disk, signal) leaves no partial copy.
 
@@ -88,7 +89,7 @@ def write_generated_base_model(
         return
     check_generated_base_model(base_model)
     if base_model.startswith(RANDOM_PREFIX):
-        model = random_sam_vision_model(base_model.removeprefix(RANDOM_PREFIX), image_size=image_size, seed=seed)
+        model = encoder_model(random_encoder(base_model, image_size=image_size, seed=seed))
     else:
         folder = demo_encoder_dir(
             DemoPretrainingConfig(size=base_model.removeprefix(DEMO_ENCODER_PREFIX), data_seed=data_seed)
@@ -101,17 +102,47 @@ def write_generated_base_model(
         save_quietly(model, staged)
 
 
+def encoder_model(weights: Any) -> Any:
+    """A saveable transformers model holding loaded encoder weights (`EncoderWeights`), so that
+    ``save_pretrained`` writes a folder `load_encoder` reads back (SAM: a `SamVisionModel`)."""
+    from ..models.encoders.registry import family_of
+
+    family = family_of(weights.config)
+    if family.name in ("sam", "sam-hq"):
+        from transformers import SamHQVisionModel, SamVisionModel
+
+        model: Any = (SamVisionModel if family.name == "sam" else SamHQVisionModel)(weights.config)
+        model.vision_encoder.load_state_dict(dict(weights.state_dict))
+    else:
+        model = family.build(weights.config)
+        model.load_state_dict(dict(weights.state_dict))
+    model.name_or_path = weights.name_or_path
+    return model.eval()
+
+
 def tuner_config(args: TrainingArguments, num_modalities: int) -> MultimodalConfig:
     """The peft config of ``args.tuner``; "lora"/"adapter" are the non-fused variants (Table IV), "none" an
-    MMLoRA adapter that is never trained (its B = 0 leaves the frozen encoder's output unchanged)."""
+    MMLoRA adapter that is never trained (its B = 0 leaves the frozen encoder's output unchanged).
+
+    ``args.ablation`` "authors" (the default) gives the ablation tuners as the authors ran them: "lora" scales its
+    MLP LoRA by alpha / r (0.25 with r = 4) and "adapter" keeps only the attention adapters (ViT-B, two
+    modalities: 7,100,928 weights); "full" gives the unscaled MLP LoRA and adapters beside the MLP too (14,201,856).
+    """
+    authors = args.ablation == "authors"
     if args.tuner in ("mmlora", "lora", "none"):
-        return MMLoraConfig(r=args.rank, num_modalities=num_modalities, cross_modal=args.tuner == "mmlora")
-    return MMAdapterConfig(num_modalities=num_modalities, cross_modal=args.tuner == "mmadapter")
+        lora = args.tuner == "lora"
+        return MMLoraConfig(
+            r=args.rank, num_modalities=num_modalities, cross_modal=args.tuner == "mmlora", scale_mlp=lora and authors
+        )
+    adapter = args.tuner == "adapter"
+    return MMAdapterConfig(
+        num_modalities=num_modalities, cross_modal=not adapter, mlp_adapters=not (adapter and authors)
+    )
 
 
 def build_model(
     args: TrainingArguments,
-    sam_name_or_path: str,
+    encoder_name_or_path: str,
     *,
     modality_channels: Mapping[str, int],
     classes: Sequence[str],
@@ -119,32 +150,37 @@ def build_model(
     input_scaling: Mapping[str, Mapping[str, Any]],
     score_classes: Sequence[int] | None,
 ) -> PeftModel:
-    """MFNet around SAM with the requested tuner; only tuner weights and the head are trainable."""
-    sam = load_sam_vision_encoder(
-        sam_name_or_path,
+    """MFNet around the encoder with the requested tuner; only tuner weights and the head are trainable."""
+    encoder = load_encoder(
+        encoder_name_or_path,
         image_size=args.chip_size,
-        rel_pos=args.rel_pos,  # type: ignore[arg-type]
+        rel_pos=args.rel_pos,
         attn_implementation=args.attn_implementation,
     )
     config = MFNetConfig(
-        vision_config=sam.config,
+        vision_config=encoder.config,
         modalities=[(name, channels) for name, channels in modality_channels.items()],
         id2label=dict(enumerate(classes)),
         palette=palette,
         input_scaling=input_scaling,
-        sam_name_or_path=sam_name_or_path,
+        encoder_name_or_path=encoder_name_or_path,
         rel_pos=args.rel_pos,
         use_dfm=not args.no_dfm,
         score_classes=score_classes,
         padding_free_encoder=args.padding_free,
     )
-    model = MFNetForSegmentation.from_sam(sam, config)
+    model = MFNetForSegmentation.from_encoder(encoder, config)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     peft_model = get_peft_model(model, tuner_config(args, len(modality_channels)))
     if args.encoder_dtype != "fp32":
         from ..models.sam.fast_path import optimize_sam_encoder
 
+        if config.encoder_family.name != "sam":
+            raise ValueError(
+                f"encoder_dtype={args.encoder_dtype!r} applies to SAM encoders (mfpeft's fast SAM layers); "
+                f"{encoder_name_or_path} is {config.encoder_family.display_name}: use mixed_precision instead"
+            )
         optimize_sam_encoder(
             peft_model,
             padding_free=args.padding_free,

@@ -350,7 +350,7 @@ def modality_channels(train_set: RandomChipDataset, args: TrainingArguments) -> 
 
 
 def build_run_model(args: TrainingArguments, accelerator: Accelerator, work_dir: Path, data: TrainingData) -> Any:
-    """MFNet with its tuner (`build_model`). A real SAM is loaded before the run folder exists, so a bad
+    """MFNet with its tuner (`build_model`). A real encoder is loaded before the run folder exists, so a bad
     --base-model creates nothing; a generated encoder is written into the run folder first and loaded from there."""
     generated = is_generated_base_model(args.base_model)
     accelerator.wait_for_everyone()  # every process has decided on the run folder before any creates it
@@ -373,8 +373,8 @@ def build_run_model(args: TrainingArguments, accelerator: Accelerator, work_dir:
         write_block_assignment(data.splits, work_dir, args.source_options)
     config: Any = model.get_base_model().config
     # Record which encoder, not where it is on this machine: the folder stays loadable when moved or pushed.
-    config.sam_name_or_path = recorded_base_model(args.base_model)
-    config.vision_config._name_or_path = config.sam_name_or_path
+    config.encoder_name_or_path = recorded_base_model(args.base_model)
+    config.vision_config._name_or_path = config.encoder_name_or_path
     # The whole label encoding (code map, classes, colours): evaluate and predict read raw labels without it.
     config.label_encoding = data.train_tiles[0].recorded_encoding.to_dict()
     config.validate_mfnet()
@@ -384,12 +384,12 @@ def build_run_model(args: TrainingArguments, accelerator: Accelerator, work_dir:
 def generated_base_model_notice(base_model: str) -> str:
     """What a generated encoder is, and that its scores check the pipeline only."""
     what = (
-        "a RANDOM SAM encoder"
+        "a RANDOM encoder"
         if base_model.startswith(RANDOM_PREFIX)
         else "NOT SAM, a tiny SAM-shaped encoder pre-trained for seconds on the demo city's optical chips"
     )
     return (
-        f"Base model {base_model}: {what}. Results check the pipeline only; pass a real SAM "
+        f"Base model {base_model}: {what}. Results check the pipeline only; pass a real encoder "
         "(--base-model facebook/sam-vit-base, a local folder or sam_vit_b_01ec64.pth) for real work."
     )
 

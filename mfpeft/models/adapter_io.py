@@ -2,9 +2,10 @@
 
 Saving: peft writes the weights and the tuner writes ``adapter_config.json``; `write_model_files` (a save hook of
 the tuner configs, `mfpeft.tuners.add_save_hook`) adds ``config.json`` and the model card. Checking, loading and
-pushing to the Hub live here too. The folder holds only what was trained (tuner weights, DFM and decoder); the
-frozen SAM comes from ``sam_name_or_path`` in ``config.json`` or from a ``base_model`` override. Tuners are known
-only through their self-description (`mfpeft.tuners.MultimodalConfig`) and the registry of multimodal peft types.
+pushing to the Hub live here too. The folder holds only what was trained (tuner weights, neck, DFM and decoder);
+the frozen encoder comes from ``encoder_name_or_path`` in ``config.json`` or from a ``base_model`` override.
+Tuners are known only through their self-description (`mfpeft.tuners.MultimodalConfig`) and the registry of
+multimodal peft types.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from typing import Any
 from ..tuners.config import MultimodalConfig, add_save_hook
 from ..tuners.registration import is_multimodal_peft_type, multimodal_config_class, registered_peft_types
 from .configuration_mfnet import MFNetConfig
+from .encoders.base import EncoderLoadError, EncoderWeights
+from .encoders.registry import family_of, load_encoder
 from .model_card import write_model_card
-from .sam.loading import SamLoadError, find_safetensors, load_sam_vision_encoder, size_name
+from .sam.loading import find_safetensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -25,7 +28,7 @@ MODEL_CONFIG = "config.json"
 FULL_WEIGHTS = "model.safetensors"
 ADAPTER_FILES = (MODEL_CONFIG, ADAPTER_CONFIG, ADAPTER_WEIGHTS, "README.md")
 BUNDLED_BASE_MODEL = "./base-model"
-"""``sam_name_or_path`` of a model that carries its encoder in its own ``base-model/`` subfolder (a generated
+"""``encoder_name_or_path`` of a model that carries its encoder in its own ``base-model/`` subfolder (a generated
 encoder): resolved against the model folder, so the folder loads wherever it is moved, copied or pushed."""
 
 
@@ -56,7 +59,7 @@ def write_model_files(save_directory: str, adapter_config: MultimodalConfig) -> 
 
 
 def resolve_base_model(folder: Path, recorded: str) -> str:
-    """Where the SAM a model records is: ``./base-model`` inside ``folder``, anything else as recorded."""
+    """Where the encoder a model records is: ``./base-model`` inside ``folder``, anything else as recorded."""
     return str(folder / recorded) if recorded.startswith("./") else recorded
 
 
@@ -203,31 +206,41 @@ def check_saved_weights(folder: Path, peft_model: Any, adapter_name: str, shapes
         )
 
 
-def _load_base_sam(folder: Path, config: MFNetConfig, base_model: str | Path | None) -> Any:
-    """The frozen SAM an adapter goes on: ``base_model`` or the one config.json records, resized as trained."""
-    source = str(base_model) if base_model is not None else resolve_base_model(folder, config.sam_name_or_path)
+def _load_base_encoder(folder: Path, config: MFNetConfig, base_model: str | Path | None) -> EncoderWeights:
+    """The frozen encoder an adapter goes on: ``base_model`` or the one config.json records, resized as trained.
+
+    Raises:
+        EncoderLoadError: it cannot be loaded (the message says how to point at a copy).
+        ValueError: it is another family or size than the adapter was trained on.
+    """
+    source = str(base_model) if base_model is not None else resolve_base_model(folder, config.encoder_name_or_path)
     try:
-        sam = load_sam_vision_encoder(
+        loaded = load_encoder(
             source,
             image_size=config.image_size,
-            rel_pos=config.rel_pos,  # type: ignore[arg-type]
+            rel_pos=config.rel_pos,
             attn_implementation=getattr(config.vision_config, "_attn_implementation", None),
         )
-    except SamLoadError as error:
+    except EncoderLoadError as error:
         if base_model is not None:
             raise
         # The recorded path is often a folder on the training machine: say how to point at a copy.
-        raise SamLoadError(
-            f"{folder / MODEL_CONFIG}: the base model it records (sam_name_or_path={source!r}) cannot be loaded "
-            f"({error}); pass a copy of that SAM with --base-model PATH (command line) or base_model=PATH (Python)"
+        raise EncoderLoadError(
+            f"{folder / MODEL_CONFIG}: the base model it records (encoder_name_or_path={source!r}) cannot be loaded "
+            f"({error}); pass a copy of that encoder with --base-model PATH (command line) or base_model=PATH (Python)"
         ) from error
-    trained = config.vision_config
-    if (sam.config.hidden_size, sam.config.num_hidden_layers) != (trained.hidden_size, trained.num_hidden_layers):
+    trained, family = config.encoder_family, family_of(loaded.config)
+    shape = (family.hidden_size(loaded.config), family.num_layers(loaded.config))
+    if family.name != trained.name or shape != (
+        trained.hidden_size(config.vision_config),
+        trained.num_layers(config.vision_config),
+    ):
         raise ValueError(
-            f"base SAM {source!r} is {size_name(sam.config)}, but the adapter in {folder} was trained on "
-            f"{size_name(trained)}; pass the matching SAM with base_model= (--base-model on the command line)"
+            f"base model {source!r} is {family.display_name} {family.describe_size(loaded.config)}, but the adapter "
+            f"in {folder} was trained on {trained.display_name} {trained.describe_size(config.vision_config)}; pass "
+            "the matching encoder with base_model= (--base-model on the command line)"
         )
-    return sam
+    return loaded
 
 
 def load_mfnet_adapter(
@@ -240,7 +253,7 @@ def load_mfnet_adapter(
     num_labels: int | None = None,
     **_: Any,
 ) -> Any:
-    """Build MFNet around SAM, inject the saved tuner and load its weights; returns a `peft.PeftModel`.
+    """Build MFNet around its encoder, inject the saved tuner and load its weights; returns a `peft.PeftModel`.
 
     `PeftModel.from_pretrained` in two steps (build, then `load_adapter`) so that the saved weights are checked
     against the built model in between.
@@ -250,8 +263,9 @@ def load_mfnet_adapter(
     config, peft_config, shapes = check_adapter_folder(folder)
     if num_labels is not None and num_labels != config.num_labels:
         raise ValueError(f"num_labels={num_labels} does not match the adapter's {config.num_labels} classes")
-    sam = _load_base_sam(folder, config, base_model)
-    model = model_cls.from_sam(sam, config)
+    encoder = _load_base_encoder(folder, config, base_model)
+    config.vision_config = encoder.config
+    model = model_cls._around_encoder(encoder.state_dict, config)
     model.name_or_path = str(folder)
     peft_config.inference_mode = not is_trainable  # frozen unless training continues, as from_pretrained does
     peft_model = PeftModel(model, peft_config, adapter_name=adapter_name)
@@ -284,7 +298,7 @@ def push_adapter_to_hub(
 
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    recorded = str(getattr(peft_model.get_base_model().config, "sam_name_or_path", ""))
+    recorded = str(getattr(peft_model.get_base_model().config, "encoder_name_or_path", ""))
     bundled = None
     if recorded == BUNDLED_BASE_MODEL:
         bundled = Path(base_model_dir) if base_model_dir is not None else None

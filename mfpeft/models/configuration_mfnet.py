@@ -1,4 +1,4 @@
-"""`MFNetConfig`: everything needed to rebuild an MFNet around a (frozen) SAM encoder."""
+"""`MFNetConfig`: everything needed to rebuild an MFNet around a frozen encoder (SAM or another supported family)."""
 
 from __future__ import annotations
 
@@ -8,76 +8,28 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub.errors import StrictDataclassError
-from transformers import PreTrainedConfig, SamVisionConfig
+from transformers import AutoConfig, PreTrainedConfig
 
 from ..common.classes import IGNORE_INDEX, ISPRS_CLASSES, ISPRS_PALETTE
 from ..common.label_encoding import LabelEncoding
 from ..common.scaling import Scaling
 from ..common.validation import check_number, numbers_list
+from .encoders.base import EncoderFamily
+from .encoders.registry import family_of, vision_config_from
 from .fusion import QUARTER_NORMS
-from .sam.loading import REL_POS_MODES, sam_vision_config
+from .sam.loading import REL_POS_MODES
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
-
-
-def _as_vision_config(value: SamVisionConfig | Mapping[str, Any] | None) -> SamVisionConfig:
-    """The SAM encoder's config from a `SamVisionConfig`, its dict (a config.json's) or None (ViT-B at 256 x 256)."""
-    if value is None:
-        return sam_vision_config("vit-b", image_size=256)
-    if isinstance(value, Mapping):
-        try:
-            return SamVisionConfig(**dict(value))
-        except (StrictDataclassError, TypeError) as error:  # a wrong type in a (tampered) config.json
-            raise ValueError(f"vision_config: {' '.join(str(error).split())}") from None
-    if not isinstance(value, SamVisionConfig):
-        raise ValueError(f"vision_config must be a SamVisionConfig or a dict, got {type(value).__name__}")
-    return value
-
-
-def validate_vision_config(config: SamVisionConfig) -> None:
-    """Raise ValueError naming the first `vision_config` field out of range (transformers checks only types)."""
-    for name in (
-        "hidden_size",
-        "output_channels",
-        "num_hidden_layers",
-        "num_attention_heads",
-        "patch_size",
-        "window_size",
-        "mlp_dim",
-        "num_pos_feats",
-    ):
-        check_number(f"vision_config.{name}", getattr(config, name), 1, integer=True)
-    if config.num_channels != 3:
-        raise ValueError(f"vision_config.num_channels={config.num_channels!r} must be 3 (SAM takes RGB-shaped input)")
-    if config.hidden_size % config.num_attention_heads:
-        raise ValueError(
-            f"vision_config.hidden_size={config.hidden_size} must be a multiple of "
-            f"num_attention_heads={config.num_attention_heads}"
-        )
-    check_number("vision_config.image_size", config.image_size, 32, integer=True)
-    size, patch = int(config.image_size), int(config.patch_size)  # type: ignore[arg-type]  # ints, checked
-    if size % 32 or size % patch:
-        raise ValueError(
-            f"vision_config.image_size={size} must be a multiple of 32 (the decoder's 1/32 level) "
-            f"and of patch_size={patch}"
-        )
-    check_number("vision_config.layer_norm_eps", config.layer_norm_eps, 0, low_open=True)
-    check_number("vision_config.attention_dropout", config.attention_dropout, 0, 1, high_open=True)
-    check_number("vision_config.initializer_range", config.initializer_range, 0)
-    check_number("vision_config.mlp_ratio", config.mlp_ratio, 0, low_open=True)
-    layers = config.num_hidden_layers
-    if any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < layers for i in config.global_attn_indexes):
-        raise ValueError(
-            f"vision_config.global_attn_indexes={config.global_attn_indexes!r} must be layer indices 0-{layers - 1}"
-        )
 
 
 class MFNetConfig(PreTrainedConfig):
     """Configuration of `MFNetForSegmentation`.
 
     Args:
-        vision_config: the SAM encoder (`SamVisionConfig` or its dict); default ViT-B at 256 x 256.
+        vision_config: the encoder's transformers config, of any supported family (`SamVisionConfig`, SAM-HQ's,
+            `Sam2HieraDetConfig` / `Sam2VisionConfig`, `Dinov2Config`, `Dinov2WithRegistersConfig`,
+            `DINOv3ViTConfig`; a full model's config gives its encoder's) or its dict; the family is inferred
+            (`encoder_family`). Default: SAM ViT-B at 256 x 256.
         modalities: (name, channels) per modality, in the order they are stacked; channels are 1 or 3, and a
             1-channel modality (e.g. a DSM) is repeated to 3 channels for SAM's patch embedding.
         id2label: class names; `num_labels` follows from it. Default: the 6 ISPRS classes.
@@ -88,9 +40,10 @@ class MFNetConfig(PreTrainedConfig):
             numbers: a ``stats`` scaling is recorded as the per-band range it resolved to), recorded once by
             training so that evaluation and prediction read rasters exactly as training did
             (`mfpeft.data.scaling.model_input_scaling`). Each entry is checked when the config is built.
-        sam_name_or_path: where the frozen SAM weights come from (Hub id, folder or Meta ``.pth``).
+        encoder_name_or_path: where the frozen encoder's weights come from (Hub id, folder or SAM's Meta ``.pth``);
+            ``sam_name_or_path``, the older name, is read too and stays an alias of the attribute.
         rel_pos: "pretrained" (SAM's relative-position tables, resized) or "zero" (all zero and frozen, the
-            setting behind the published numbers).
+            setting behind the published numbers); SAM and SAM-HQ only.
         use_dfm: Deep Fusion Module on; False is the Table V ablation (neck maps summed, decoded without skips).
         quarter_norms: the 1/4-level norm of each modality's pyramid ("layernorm" / "batchnorm"); default
             LayerNorm for the first modality, BatchNorm for the others (the reference code's choice).
@@ -111,17 +64,18 @@ class MFNetConfig(PreTrainedConfig):
     """
 
     model_type = "mfnet"
-    sub_configs = {"vision_config": SamVisionConfig}
+    sub_configs = {"vision_config": AutoConfig}
+    attribute_map = {"sam_name_or_path": "encoder_name_or_path"}
 
     def __init__(
         self,
-        vision_config: SamVisionConfig | Mapping[str, Any] | None = None,
+        vision_config: PreTrainedConfig | Mapping[str, Any] | None = None,
         modalities: Sequence[Sequence[Any]] = DEFAULT_MODALITIES,
         palette: Sequence[Sequence[int]] | None = None,
         input_mean: Mapping[str, Sequence[float]] | None = None,
         input_std: Mapping[str, Sequence[float]] | None = None,
         input_scaling: Mapping[str, Mapping[str, Any]] | None = None,
-        sam_name_or_path: str = "facebook/sam-vit-base",
+        encoder_name_or_path: str = "facebook/sam-vit-base",
         rel_pos: str = "pretrained",
         use_dfm: bool = True,
         quarter_norms: Sequence[str] | None = None,
@@ -140,9 +94,9 @@ class MFNetConfig(PreTrainedConfig):
             kwargs["id2label"] = dict(enumerate(ISPRS_CLASSES))
             palette = ISPRS_PALETTE if palette is None else palette
             score_classes = list(range(5)) if score_classes is None else score_classes
-        self.vision_config = _as_vision_config(vision_config)
+        self.vision_config = vision_config_from(vision_config)
         self._set_inputs(modalities, palette, input_mean, input_std, input_scaling)
-        self.sam_name_or_path = sam_name_or_path
+        self.encoder_name_or_path = str(kwargs.pop("sam_name_or_path", encoder_name_or_path))
         self.rel_pos = rel_pos
         self.use_dfm = use_dfm
         self.quarter_norms = (
@@ -190,8 +144,13 @@ class MFNetConfig(PreTrainedConfig):
         return {str(name): int(channels) for name, channels in self.modalities}
 
     @property
+    def encoder_family(self) -> EncoderFamily:
+        """The family of ``vision_config`` (`mfpeft.models.encoders`): how MFNet builds, loads and tunes it."""
+        return family_of(self.vision_config)
+
+    @property
     def image_size(self) -> int:
-        return int(self.vision_config.image_size)  # type: ignore[arg-type]
+        return self.encoder_family.image_size(self.vision_config)
 
     def validate_mfnet(self) -> None:
         """Raise ValueError naming the first inconsistent field."""
@@ -219,11 +178,14 @@ class MFNetConfig(PreTrainedConfig):
                     check_number(f"{field}[{name!r}]", value, low, low_open=True)
         if self.rel_pos not in REL_POS_MODES:
             raise ValueError(f"rel_pos={self.rel_pos!r} must be one of {REL_POS_MODES}")
+        family = self.encoder_family
+        if self.rel_pos != "pretrained" and not family.has_rel_pos:
+            raise ValueError(f"rel_pos={self.rel_pos!r} applies to SAM encoders; this encoder is {family.display_name}")
         if len(self.quarter_norms) != len(names) or any(q not in QUARTER_NORMS for q in self.quarter_norms):
             raise ValueError(f"quarter_norms={self.quarter_norms!r} needs one of {QUARTER_NORMS} per modality")
         self._validate_labels()
         self._validate_decoder()
-        validate_vision_config(self.vision_config)
+        family.validate(self.vision_config)
 
     def _validate_labels(self) -> None:
         """The class-indexed fields: palette, score_classes, semantic_loss_ignore_index."""

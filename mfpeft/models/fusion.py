@@ -162,6 +162,7 @@ class DeepFusionModule(nn.Module):
         *,
         quarter_norms: Sequence[str],
         reduction_channels: int = 16,
+        pyramid: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(num_modalities, int) or num_modalities < 1:
@@ -174,22 +175,36 @@ class DeepFusionModule(nn.Module):
         self.num_modalities = num_modalities
         self.channels = channels
         self.quarter_norms: tuple[str, ...] = tuple(quarter_norms)
-        self.pyramids = nn.ModuleList(
-            SimpleFeaturePyramid(channels, kind)  # type: ignore[arg-type]  # validated above
-            for kind in self.quarter_norms
+        # A hierarchical encoder (Hiera) hands its own four levels: no pyramid to build.
+        self.pyramids = (
+            nn.ModuleList(
+                SimpleFeaturePyramid(channels, kind)  # type: ignore[arg-type]  # validated above
+                for kind in self.quarter_norms
+            )
+            if pyramid
+            else None
         )
         self.fusions = nn.ModuleList(SEFusion(num_modalities, channels, reduction_channels) for _ in range(NUM_LEVELS))
 
-    def forward(self, features: Sequence[Tensor]) -> list[Tensor]:
+    def forward(self, features: Sequence[Tensor] | Sequence[Sequence[Tensor]]) -> list[Tensor]:
         """Fuse M neck maps, each (B, C, h, w), into [1/4, 1/8, 1/16, 1/32] maps.
+
+        Without pyramids (``pyramid=False``) each modality brings its four levels itself: M lists of
+        [(B, C, 4h, 4w), (B, C, 2h, 2w), (B, C, h, w), (B, C, h//2, w//2)].
 
         Returns [(B, C, 4h, 4w), (B, C, 2h, 2w), (B, C, h, w), (B, C, h//2, w//2)].
         """
+        if self.pyramids is None:
+            levels = [list(f) for f in features]
+            if len(levels) != self.num_modalities or any(len(f) != NUM_LEVELS for f in levels):
+                raise ValueError(f"expected {self.num_modalities} lists of {NUM_LEVELS} level maps")
+            return [fusion([f[level] for f in levels]) for level, fusion in enumerate(self.fusions)]
         if isinstance(features, Tensor) or len(features) != self.num_modalities:
             got = "a single tensor" if isinstance(features, Tensor) else f"{len(features)} maps"
             raise ValueError(f"expected {self.num_modalities} maps (one per modality), got {got}")
-        shapes = {tuple(f.shape) for f in features}
+        maps: list[Tensor] = list(features)  # type: ignore[arg-type]
+        shapes = {tuple(f.shape) for f in maps}
         if len(shapes) != 1:
-            raise ValueError(f"all modality maps must have the same shape, got {[tuple(f.shape) for f in features]}")
-        pyramids = [pyramid(feature) for pyramid, feature in zip(self.pyramids, features)]
+            raise ValueError(f"all modality maps must have the same shape, got {[tuple(f.shape) for f in maps]}")
+        pyramids = [pyramid(feature) for pyramid, feature in zip(self.pyramids, maps)]
         return [fusion([levels[level] for levels in pyramids]) for level, fusion in enumerate(self.fusions)]

@@ -12,7 +12,8 @@ from typing import Any
 
 from ..common.classes import IGNORE_INDEX, hex_colour, palette_or_default
 from ..common.files import write_text
-from .sam.loading import size_name
+from .encoders.base import EncoderFamily
+from .encoders.registry import family_of, vision_config_from
 
 CITATION = (
     "Ma, Zhang, Pun, Huang, *A Unified Framework with Multimodal Fine-tuning for Remote Sensing Semantic "
@@ -25,18 +26,18 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
 
     ``model_config`` is MFNet's ``config.json`` as a dict; ``adapter_config`` a `MultimodalConfig`.
     """
-    from transformers import SamVisionConfig
-
-    vision = SamVisionConfig(**model_config["vision_config"])
+    vision = vision_config_from(model_config["vision_config"])
+    family = family_of(vision)
+    base = str(model_config.get("encoder_name_or_path", model_config.get("sam_name_or_path", "")))
     id2label = {int(k): v for k, v in model_config.get("id2label", {}).items()}
     palette = palette_or_default(model_config.get("palette"), len(id2label))
     modalities = [(str(name), int(channels)) for name, channels in model_config.get("modalities", [])]
     lines = [
-        *_front_matter(str(model_config.get("sam_name_or_path", "")), adapter_config),
+        *_front_matter(base, adapter_config, family),
         "",
         "# MFNet multimodal segmentation adapter",
         "",
-        _summary(vision, str(model_config.get("sam_name_or_path", "")), adapter_config),
+        _summary(vision, family, base, adapter_config),
         "",
         *_modality_table(modalities, model_config.get("input_scaling") or {}),
         "",
@@ -47,7 +48,7 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
         *_evaluation(model_config.get("evaluation_results") or {}),
         *_training(model_config.get("training_hyperparameters") or {}),
         "",
-        *_usage(modalities, vision.image_size, len(id2label)),
+        *_usage(modalities, family.image_size(vision), len(id2label)),
         "",
         "## Citation",
         "",
@@ -57,30 +58,37 @@ def render_model_card(model_config: dict[str, Any], adapter_config: Any) -> str:
     return "\n".join(lines)
 
 
-def _front_matter(base: str, adapter_config: Any) -> list[str]:
-    """YAML front matter; ``base_model`` only for a Hub id (not a local folder, a random or a demo encoder)."""
+def _front_matter(base: str, adapter_config: Any, family: EncoderFamily) -> list[str]:
+    """YAML front matter; ``base_model`` only for a Hub id (not a local folder, a random or a demo encoder).
+
+    The licence is the encoder weights' (an adapter trained on them carries their terms): an SPDX id, or ``other``
+    with the licence's name for non-Apache weights such as DINOv3's.
+    """
     peft_type = str(getattr(adapter_config.peft_type, "value", adapter_config.peft_type))
+    spdx = family.licence if " " not in family.licence else "other"
+    licence = [f"license: {spdx}"] + ([f"license_name: {family.name}-license"] if spdx == "other" else [])
     front = [
         "---",
         "library_name: peft",
-        "license: apache-2.0",
+        *licence,
         "pipeline_tag: image-segmentation",
-        "tags: [mfpeft, mfnet, remote-sensing, semantic-segmentation, sam, " + peft_type.lower() + "]",
+        f"tags: [mfpeft, mfnet, remote-sensing, semantic-segmentation, {family.name}, {peft_type.lower()}]",
     ]
     if base and not os.path.exists(base) and not base.startswith(("random:", "demo:")):
         front.append(f"base_model: {base}")
     return [*front, "---"]
 
 
-def _summary(vision: Any, base: str, adapter_config: Any) -> str:
-    """The opening paragraph: which tuner, how set, on which SAM, what the repository holds."""
+def _summary(vision: Any, family: EncoderFamily, base: str, adapter_config: Any) -> str:
+    """The opening paragraph: which tuner, how set, on which encoder (and its licence), what the repository holds."""
     mixing = "cross-modal" if getattr(adapter_config, "cross_modal", True) else "per-modality, no cross-modal term"
     return (
         f"MFNet (Ma et al., IEEE TGRS 2025) fine-tuned with **{adapter_config.tuner_name}** "
-        f"({adapter_config.card_description()}, {mixing}) on SAM's frozen "
-        f"{size_name(vision)} image encoder at {vision.image_size} x {vision.image_size} chips. "
-        "This repository holds only the trained weights (tuner, Deep Fusion Module, UNetFormer decoder); "
-        f"SAM itself is loaded from `{base}`."
+        f"({adapter_config.card_description()}, {mixing}) on the frozen {family.display_name} "
+        f"{family.describe_size(vision)} image encoder at {family.image_size(vision)} x {family.image_size(vision)} "
+        "chips. This repository holds only the trained weights (tuner, neck where the encoder has none, Deep Fusion "
+        f"Module, UNetFormer decoder); the encoder itself is loaded from `{base}` (licence of its weights: "
+        f"{family.licence})."
     )
 
 

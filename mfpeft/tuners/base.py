@@ -17,9 +17,9 @@ from peft.tuners.tuners_utils import BaseTuner, BaseTunerLayer
 from torch import nn
 from transformers.models.sam.modeling_sam import SamVisionEncoder
 
-# Encoder layers are addressed by a regular expression so that the same default works for a bare
-# `SamVisionModel`, a full `SamModel` and MFNet (all keep the encoder at `vision_encoder`), and so that the
-# decoder's own `proj`/`mlp` modules in MFNet are never matched.
+# A bare `SamVisionModel` or `SamModel` is addressed by a regular expression over SAM's layers (the encoder at
+# `vision_encoder`), so that nothing outside the encoder is matched. A model that knows its encoder (MFNet, any
+# family) gives its own targets by role instead (`tuner_targets`, `tuner_role`, `tuner_encoder_signature`).
 ENCODER_LAYER_PATTERN = r"(?:.*\.)?vision_encoder\.layers\.\d+\."
 
 
@@ -140,6 +140,11 @@ class MultimodalTuner(BaseTuner):
     def inject_adapter(self, model: nn.Module, adapter_name: str, *args: Any, **kwargs: Any) -> None:
         config = self.peft_config[adapter_name]
         self._check_encoder_size(model, config, adapter_name)
+        targets = getattr(model, "tuner_targets", None)
+        roles = config.target_roles() if hasattr(config, "target_roles") else ()
+        if getattr(config, "target_modules", None) is None and callable(targets) and roles:
+            # The default targets come from the encoder module, by role (`MultimodalConfig.target_roles`).
+            config.target_modules = targets(roles)  # type: ignore[attr-defined]
         head = getattr(model, "head_module_names", None)
         if getattr(config, "modules_to_save", None) is None and head is not None:
             config.modules_to_save = list(head)  # type: ignore[attr-defined]
@@ -152,18 +157,25 @@ class MultimodalTuner(BaseTuner):
 
     @staticmethod
     def _check_encoder_size(model: nn.Module, config: PeftConfig, adapter_name: str) -> None:
-        encoder = find_vision_encoder(model)
-        if encoder is None:
+        family, actual = encoder_signature(model)
+        if actual is None:
             return
+        recorded = getattr(config, "encoder_family", None)
+        if recorded is not None and family is not None and recorded != family:
+            raise ValueError(
+                f"Adapter {adapter_name!r} was trained on a {recorded} encoder, but the base model's encoder is "
+                f"{family}: load it onto the encoder family it was trained with."
+            )
         expected = getattr(config, "encoder_hidden_size", None), getattr(config, "encoder_num_layers", None)
-        actual = encoder.config.hidden_size, encoder.config.num_hidden_layers
         if expected[0] is not None and tuple(expected) != actual:
             raise ValueError(
-                f"Adapter {adapter_name!r} was trained on a SAM encoder with hidden size {expected[0]} and "
-                f"{expected[1]} layers, but the base model's encoder has hidden size {actual[0]} and {actual[1]} "
-                "layers: load it onto the SAM size it was trained with."
+                f"Adapter {adapter_name!r} was trained on a {recorded or 'SAM'} encoder with hidden size "
+                f"{expected[0]} and {expected[1]} layers, but the base model's encoder has hidden size {actual[0]} "
+                f"and {actual[1]} layers: load it onto the encoder size it was trained with."
             )
         config.encoder_hidden_size, config.encoder_num_layers = actual  # type: ignore[attr-defined]
+        if family is not None:
+            config.encoder_family = family  # type: ignore[attr-defined]
 
     def _check_merge_allowed(self) -> None:
         raise ValueError(_MERGE_ERROR)
@@ -201,6 +213,25 @@ class MultimodalTuner(BaseTuner):
         from peft.tuners.tuners_utils import check_target_module_exists
 
         return bool(check_target_module_exists(peft_config, key))
+
+
+def encoder_signature(model: nn.Module) -> tuple[str | None, tuple[int, int] | None]:
+    """(family name, (hidden size, layers)) of the encoder a tuner goes on: from a model that describes its encoder
+    (`tuner_encoder_signature`), else of the SAM encoder inside it (family None), else (None, None)."""
+    describe = getattr(model, "tuner_encoder_signature", None)
+    if callable(describe):
+        family, hidden, layers = describe()
+        return str(family), (int(hidden), int(layers))
+    encoder = find_vision_encoder(model)
+    if encoder is None:
+        return None, None
+    return None, (encoder.config.hidden_size, encoder.config.num_hidden_layers)
+
+
+def target_role(model: nn.Module, key: str) -> str | None:
+    """The role (`mfpeft.models.encoders.ROLES`) of module ``key`` in a model that knows its encoder, else None."""
+    role_of = getattr(model, "tuner_role", None)
+    return role_of(key) if callable(role_of) else None
 
 
 def find_vision_encoder(model: nn.Module) -> SamVisionEncoder | None:

@@ -47,9 +47,11 @@ class MultimodalConfig(PeftConfig):
         cross_modal: mix the modality branches with learnable λ (MFNet); False gives plain per-modality
             LoRA / adapters, the paper's Table IV ablation.
         init_lambda: initial value of every λ (0.5 in MFNet).
-        target_modules: module names or a regular expression; None picks the default for the model type.
+        target_modules: module names or a regular expression; None picks the default: on MFNet the encoder layers
+            that play the tuner's roles (`target_roles`) in its family, on a bare SAM model SAM's layers.
         modules_to_save: modules trained in full and saved with the adapter; None picks the head for MFNet.
-        encoder_hidden_size, encoder_num_layers: recorded at injection; loading onto another SAM size fails clearly.
+        encoder_hidden_size, encoder_num_layers, encoder_family: recorded at injection; loading onto another
+            encoder size or family fails clearly.
 
     The tuned model's config is linked at injection when the model declares a trained head (`tuned_model_config`,
     not a saved field): the save hooks (`add_save_hook`) write it beside ``adapter_config.json``.
@@ -65,6 +67,7 @@ class MultimodalConfig(PeftConfig):
     modules_to_save: list[str] | None = field(default=None, metadata={"help": "modules trained in full"})
     encoder_hidden_size: int | None = field(default=None, metadata={"help": "recorded at injection"})
     encoder_num_layers: int | None = field(default=None, metadata={"help": "recorded at injection"})
+    encoder_family: str | None = field(default=None, metadata={"help": "recorded at injection"})
 
     # For load errors: the dimensions of each saved tuner parameter that a config field sets,
     # {parameter name: ((dimension, field, what it counts), ...)}; filled in by each tuner.
@@ -86,6 +89,10 @@ class MultimodalConfig(PeftConfig):
                 check_number(name, getattr(self, name), 1, integer=True)
         if isinstance(self.target_modules, (set, tuple)):
             self.target_modules = sorted(self.target_modules)
+
+    def target_roles(self) -> tuple[str, ...]:
+        """The encoder-layer roles (`mfpeft.models.encoders.ROLES`) the tuner sits on by default; each tuner's own."""
+        return ()
 
     @property
     def tuner_name(self) -> str:

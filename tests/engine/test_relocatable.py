@@ -37,7 +37,7 @@ def test_config_and_card_hold_no_path_of_this_machine(trained: Path) -> None:
     for name in ("config.json", "README.md", "adapter_config.json"):
         text = (trained / name).read_text()
         assert str(trained.parent) not in text and str(Path.home()) + "/" not in text, name
-    assert json.loads((trained / "config.json").read_text())["sam_name_or_path"] == "./base-model"
+    assert json.loads((trained / "config.json").read_text())["encoder_name_or_path"] == "./base-model"
 
 
 def test_a_moved_or_copied_folder_loads_and_predicts_the_same(trained: Path, tmp_path: Path) -> None:

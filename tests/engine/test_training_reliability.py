@@ -158,7 +158,7 @@ def test_overwrite_replaces_the_old_run_only_at_the_end(tmp_path: Path, monkeypa
     train(parse_training_arguments(smoke(out, "--overwrite", "--seed", "1")))
     after = snapshot(out)
     assert after["adapter_model.safetensors"] != before["adapter_model.safetensors"]
-    assert json.loads(after["config.json"])["sam_name_or_path"] == "./base-model"  # not the staging folder
+    assert json.loads(after["config.json"])["encoder_name_or_path"] == "./base-model"  # not the staging folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"], "no staging or replaced folder is left"
 
 
@@ -169,7 +169,7 @@ def test_overwrite_replaces_the_old_run_only_at_the_end(tmp_path: Path, monkeypa
         (["--weight-decay", "inf"], "weight_decay=inf must be a finite number"),
         (["--momentum", "-1"], "momentum=-1.0 must be in [0, 1)"),
         (["--lr-gamma", "-1"], "lr_gamma=-1.0 must be a finite positive number"),
-        (["--base-model", "random:vit-x"], "random sizes are"),
+        (["--base-model", "random:vit-x"], "names no encoder"),
         (["--rank", "0"], "rank=0 must be a positive integer"),
         (["--preset", "foo"], "preset='foo' is not one of"),
         (["--chip-size", "2048"], "--chip-size 2048 is larger than every training tile"),

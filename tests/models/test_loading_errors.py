@@ -18,7 +18,7 @@ from peft import get_peft_model
 from safetensors.torch import load_file, save_file
 
 import mfpeft
-from mfpeft import MFNetConfig, MFNetForSegmentation, MMAdapterConfig, MMLoraConfig, SamLoadError
+from mfpeft import EncoderLoadError, MFNetConfig, MFNetForSegmentation, MMAdapterConfig, MMLoraConfig, SamLoadError
 from mfpeft.cli import main as cli_main
 from tests.models.test_mfnet import save_native_sam
 from tests.sam_fixtures import tiny_sam_config
@@ -134,7 +134,7 @@ def adapter_config_with_nan(saved: dict[str, Path], tmp_path: Path) -> tuple[Pat
 
 def base_model_gone(saved: dict[str, Path], tmp_path: Path) -> tuple[Path, Path | None, Path | None]:
     folder = copy_adapter(saved, tmp_path, "gone")
-    edit_json(folder / "config.json", sam_name_or_path=str(tmp_path / "sam-deleted"))
+    edit_json(folder / "config.json", encoder_name_or_path=str(tmp_path / "sam-deleted"))
     return folder, None, None
 
 
@@ -210,7 +210,7 @@ def test_folder_without_adapter_config_says_what_a_model_folder_holds(saved: dic
 
 def test_gone_base_model_names_the_override(saved: dict[str, Path], tmp_path: Path) -> None:
     folder, _, _ = base_model_gone(saved, tmp_path)
-    with pytest.raises(SamLoadError, match=r"gone/config\.json: the base model it records .*sam-deleted") as e:
+    with pytest.raises(EncoderLoadError, match=r"gone/config\.json: the base model it records .*sam-deleted") as e:
         MFNetForSegmentation.from_pretrained(folder)
     assert "--base-model" in str(e.value) and "base_model=" in str(e.value)
     assert isinstance(e.value, OSError)  # the command line's one-line error path

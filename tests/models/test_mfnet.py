@@ -202,7 +202,7 @@ def test_base_model_override_and_continued_training(tmp_path: Path) -> None:
     peft_model.save_pretrained(out_dir)
     moved = tmp_path / "sam-moved"
     sam_dir.rename(moved)
-    with pytest.raises(mfpeft.SamLoadError):
+    with pytest.raises(mfpeft.EncoderLoadError):
         MFNetForSegmentation.from_pretrained(out_dir)
     model = MFNetForSegmentation.from_pretrained(out_dir, base_model=moved, is_trainable=True)
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -255,7 +255,7 @@ def test_bad_adapter_folders_get_clear_errors(tmp_path: Path) -> None:
     other_sam = tmp_path / "other-sam"
     vision = tiny_sam_config(image_size=1024, hidden_size=48)
     SamModel(SamConfig(vision_config=vision.to_dict())).save_pretrained(other_sam)
-    with pytest.raises(ValueError, match="trained on custom \\(hidden 32"):
+    with pytest.raises(ValueError, match="trained on SAM custom \\(hidden 32"):
         MFNetForSegmentation.from_pretrained(good, base_model=other_sam)
 
     not_mfnet = tmp_path / "not-mfnet"

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from transformers import SamVisionConfig, SamVisionModel
 
+from ..load_errors import EncoderLoadError
+
 RelPosMode = Literal["pretrained", "zero"]
 REL_POS_MODES: tuple[str, ...] = ("pretrained", "zero")
 
@@ -43,7 +45,7 @@ SAM_SIZES: dict[str, SamSize] = {
 }
 
 
-class SamLoadError(OSError):
+class SamLoadError(EncoderLoadError):
     """A SAM checkpoint could not be found or read."""
 
 

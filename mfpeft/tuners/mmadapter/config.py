@@ -23,13 +23,17 @@ class MMAdapterConfig(MultimodalConfig):
     Attributes:
         bottleneck_ratio: bottleneck width as a fraction of the encoder width D (MFNet: 0.25).
         activation: the adapter's activation (MFNet's code: GELU; the paper's Eq. 1 says ReLU).
-        attention_modules / mlp_modules: names (suffixes) of the wrapped attention output projection and MLP.
+        attention_modules / mlp_modules: on models that do not describe their encoder (a bare SAM), the names
+            (suffixes) of the wrapped attention output projection and MLP; MFNet says which layer plays which role.
+        mlp_adapters: the cross-modal adapters beside the MLP; False keeps only the attention adapters (the
+            authors' Table IV "adapter" ablation: 7,100,928 weights for ViT-B, two modalities).
     """
 
     bottleneck_ratio: float = field(default=0.25, metadata={"help": "bottleneck width / encoder width"})
     activation: str = field(default="gelu", metadata={"help": "adapter activation"})
     attention_modules: list[str] = field(default_factory=lambda: ["proj"], metadata={"help": "attention outputs"})
     mlp_modules: list[str] = field(default_factory=lambda: ["mlp"], metadata={"help": "MLP blocks"})
+    mlp_adapters: bool = field(default=True, metadata={"help": "cross-modal adapters beside the MLP"})
 
     weight_dimensions: ClassVar[dict[str, tuple[tuple[int, str, str], ...]]] = {
         "mmadapter_down_weight": ((0, "num_modalities", "modalities"), (1, "bottleneck_ratio", "bottleneck width")),
@@ -44,6 +48,11 @@ class MMAdapterConfig(MultimodalConfig):
         check_number("bottleneck_ratio", self.bottleneck_ratio, 0, 4, low_open=True)
         if not isinstance(self.activation, str) or self.activation not in ACT2FN:
             raise ValueError(f"activation={self.activation!r} is not a transformers activation name")
+        if not isinstance(self.mlp_adapters, bool):
+            raise ValueError(f"mlp_adapters={self.mlp_adapters!r} must be True or False")
+
+    def target_roles(self) -> tuple[str, ...]:
+        return ("attention_output", "mlp") if self.mlp_adapters else ("attention_output",)
 
     def describe(self) -> str:
         """The bottleneck width: "bottleneck 192" once the encoder width D is recorded, else "bottleneck 0.25 x D"."""

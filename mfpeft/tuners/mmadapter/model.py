@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..base import ENCODER_LAYER_PATTERN, MultimodalTuner
+from ..base import ENCODER_LAYER_PATTERN, MultimodalTuner, target_role
 from .config import MMAdapterConfig
 from .layer import MMAdapterLayer, MMAdapterParallel, MMAdapterSequential
 
@@ -22,13 +22,19 @@ class MMAdapterModel(MultimodalTuner):
         "mfnet": MMADAPTER_TARGETS,
     }
 
+    def _prepare_adapter_config(self, peft_config, model_config):  # type: ignore[no-untyped-def, override]
+        if peft_config.target_modules is None and not peft_config.mlp_adapters:
+            peft_config.target_modules = ENCODER_LAYER_PATTERN + r"attn\.proj"  # a bare SAM: attention adapters only
+        return super()._prepare_adapter_config(peft_config, model_config)
+
     def _create_new_module(  # type: ignore[override]
         self, peft_config: MMAdapterConfig, adapter_name: str, target: nn.Module, key: str
     ) -> nn.Module:
         name = key.rsplit(".", 1)[-1]
-        if name in peft_config.attention_modules:
+        role = target_role(self.model, key)
+        if role == "attention_output" or (role is None and name in peft_config.attention_modules):
             layer_cls: type[MMAdapterLayer] = MMAdapterSequential
-        elif name in peft_config.mlp_modules:
+        elif role == "mlp" or (role is None and name in peft_config.mlp_modules):
             layer_cls = MMAdapterParallel
         else:
             raise ValueError(
@@ -40,14 +46,14 @@ class MMAdapterModel(MultimodalTuner):
 
 
 def _features(module: nn.Module, key: str) -> int:
-    """Width D of a D -> D module (a Linear, or SAM's MLP block)."""
+    """Width D of a D -> D module: a Linear, or an MLP block (plain or gated; D is its first linear's input)."""
     if isinstance(module, nn.Linear):
         if module.in_features != module.out_features:
             raise ValueError(
                 f"MMAdapter needs a D -> D module; {key} maps {module.in_features} -> {module.out_features}"
             )
         return module.in_features
-    first = getattr(module, "lin1", None)
-    if isinstance(first, nn.Linear):
+    first = next((m for m in module.modules() if isinstance(m, nn.Linear)), None)
+    if first is not None:
         return first.in_features
-    raise ValueError(f"MMAdapter cannot wrap {key} ({type(module).__name__}): not a Linear nor SAM's MLP block")
+    raise ValueError(f"MMAdapter cannot wrap {key} ({type(module).__name__}): not a Linear nor an MLP block")

@@ -22,7 +22,7 @@ class MMLoraLayer(nn.Module, MultimodalTunerLayer):
     def __init__(self, base_layer: nn.Module, adapter_name: str, config: MMLoraConfig, module_name: str) -> None:
         super().__init__()
         if not isinstance(base_layer, nn.Linear):
-            raise ValueError(f"MMLoRA targets nn.Linear layers; {module_name} is a {type(base_layer).__name__}")
+            raise ValueError(_not_linear(module_name, base_layer))
         self._init_multimodal(base_layer, module_name)
         self.mmlora_A = nn.ParameterDict()
         self.mmlora_B = nn.ParameterDict()
@@ -44,7 +44,7 @@ class MMLoraLayer(nn.Module, MultimodalTunerLayer):
     def update_layer(self, adapter_name: str, config: MMLoraConfig) -> None:
         base = self.get_base_layer()
         if not isinstance(base, nn.Linear):
-            raise ValueError(f"MMLoRA targets nn.Linear layers; {self.module_name} is a {type(base).__name__}")
+            raise ValueError(_not_linear(self.module_name, base))
         in_features, out_features = base.in_features, base.out_features
         m, r = config.num_modalities, config.r
         if self.branches == 2:
@@ -108,6 +108,27 @@ class MMLoraLayer(nn.Module, MultimodalTunerLayer):
         """B (M, out, r) as one (M·r, out) matrix: row block m is B_m transposed."""
         b = self.mmlora_B[adapter_name]
         return b.transpose(1, 2).reshape(-1, b.shape[1])
+
+
+def _not_linear(module_name: str, module: nn.Module) -> str:
+    kind = type(module).__name__
+    gated = any(name.startswith("gate") for name, _ in module.named_children())
+    hint = (
+        " (a gated MLP block: MMLoRA sits on its up and down projections, not on the block; target those linears)"
+        if gated
+        else ""
+    )
+    return f"MMLoRA targets nn.Linear layers; {module_name} is a {kind}{hint}"
+
+
+class MMLoraAttention(MMLoraLayer):
+    """Per-modality LoRA on a separate q or v projection (DINOv2, DINOv3): scaled by alpha / r, no mixing."""
+
+    def _branch_scaling(self, config: MMLoraConfig) -> float:
+        return config.scaling
+
+    def _mixes(self, config: MMLoraConfig) -> bool:
+        return False  # the paper's attention branch is plain LoRA per modality
 
 
 class MMLoraQV(MMLoraLayer):
