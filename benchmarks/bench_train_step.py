@@ -342,14 +342,22 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
 # Parent: run every configuration, print, write JSON
 
 
-def run_job(job: dict[str, Any], timeout: float) -> dict[str, Any]:
+def run_worker_process(script: str, job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    """Run ``script --worker JOB`` in a fresh process (its own peak RSS); its JSON result, or the job with its error."""
     with tempfile.NamedTemporaryFile("r", suffix=".json") as out:
-        command = [sys.executable, __file__, "--worker", json.dumps(job), "--worker-out", out.name]
+        command = [sys.executable, script, "--worker", json.dumps(job), "--worker-out", out.name]
         env = {**os.environ, **job.get("env", {})}
         proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode:
-            return {**{k: job[k] for k in ("size", "tuner", "variant", "batch")}, "error": proc.stderr[-2000:]}
+            return {**job, "error": proc.stderr[-2000:]}
         return dict(json.loads(Path(out.name).read_text()))
+
+
+def run_job(job: dict[str, Any], timeout: float) -> dict[str, Any]:
+    result = run_worker_process(__file__, job, timeout)
+    if "error" in result:
+        return {**{k: job[k] for k in ("size", "tuner", "variant", "batch")}, "error": result["error"]}
+    return result
 
 
 def step_dtype(variant: str) -> str:

@@ -84,6 +84,14 @@ class TrainingArguments:
             "random:dinov3-small, random:sam2-tiny), or demo:tiny"
         },
     )
+    input_normalisation: str = field(
+        default="none",
+        metadata={
+            "help": "none (MFNet's default: the scaled input as it is) or encoder (the encoder's own RGB mean/std, "
+            "e.g. ImageNet's, or DINOv3 SAT-493M's for its satellite weights, on every 3-band modality; recorded "
+            "in config.json)"
+        },
+    )
     ablation: str = field(
         default="authors",
         metadata={
@@ -170,6 +178,8 @@ class TrainingArguments:
     def _check_choices(self) -> None:
         if self.tuner not in TUNERS:
             raise ValueError(f"tuner={self.tuner!r} is not one of {TUNERS}")
+        if self.input_normalisation not in ("none", "encoder"):
+            raise ValueError(f"input_normalisation={self.input_normalisation!r} must be none or encoder")
         if self.ablation not in ABLATIONS:
             raise ValueError(f"ablation={self.ablation!r} is not one of {ABLATIONS}")
         if self.preset is not None and self.preset not in PRESETS:

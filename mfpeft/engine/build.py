@@ -120,6 +120,21 @@ def encoder_model(weights: Any) -> Any:
     return model.eval()
 
 
+def encoder_normalisation(
+    args: TrainingArguments, encoder: Any, modality_channels: Mapping[str, int]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """``input_mean`` / ``input_std`` for ``--input-normalisation``: none, or the encoder's RGB statistics
+    (`EncoderFamily.normalisation_for`: the checkpoint's own where its name says, e.g. DINOv3 SAT-493M) on every
+    3-band modality; other modalities (DSM, SAR, stems) keep the scaled input as it is."""
+    if args.input_normalisation == "none":
+        return {}, {}
+    from ..models.encoders.registry import family_of
+
+    _, mean, std = family_of(encoder.config).normalisation_for(args.base_model)
+    rgb = [name for name, channels in modality_channels.items() if channels == 3]
+    return {n: list(mean) for n in rgb}, {n: list(std) for n in rgb}
+
+
 def tuner_config(args: TrainingArguments, num_modalities: int) -> MultimodalConfig:
     """The peft config of ``args.tuner``; "lora"/"adapter" are the non-fused variants (Table IV), "none" an
     MMLoRA adapter that is never trained (its B = 0 leaves the frozen encoder's output unchanged).
@@ -157,8 +172,11 @@ def build_model(
         rel_pos=args.rel_pos,
         attn_implementation=args.attn_implementation,
     )
+    mean, std = encoder_normalisation(args, encoder, modality_channels)
     config = MFNetConfig(
         vision_config=encoder.config,
+        input_mean=mean,
+        input_std=std,
         modalities=[(name, channels) for name, channels in modality_channels.items()],
         id2label=dict(enumerate(classes)),
         palette=palette,

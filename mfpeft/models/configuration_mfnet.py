@@ -20,6 +20,7 @@ from .fusion import QUARTER_NORMS
 from .sam.loading import REL_POS_MODES
 
 DEFAULT_MODALITIES: tuple[tuple[str, int], ...] = (("optical", 3), ("dsm", 1))
+MAX_CHANNELS = 256  # a hyperspectral cube; more is almost surely a wrong axis
 
 
 class MFNetConfig(PreTrainedConfig):
@@ -30,8 +31,10 @@ class MFNetConfig(PreTrainedConfig):
             `Sam2HieraDetConfig` / `Sam2VisionConfig`, `Dinov2Config`, `Dinov2WithRegistersConfig`,
             `DINOv3ViTConfig`; a full model's config gives its encoder's) or its dict; the family is inferred
             (`encoder_family`). Default: SAM ViT-B at 256 x 256.
-        modalities: (name, channels) per modality, in the order they are stacked; channels are 1 or 3, and a
-            1-channel modality (e.g. a DSM) is repeated to 3 channels for SAM's patch embedding.
+        modalities: (name, channels) per modality, in the order they are stacked. A 1-channel modality (e.g. a DSM)
+            is repeated to 3 channels for the encoder's patch embedding, a 3-channel one goes in as it is; any other
+            count (4-band RGBIR, 13-band Sentinel-2, 2-band SAR) goes through a small trainable input stem
+            (`mfpeft.models.input_stem.InputStem`, saved with the adapter) onto the 3 channels.
         id2label: class names; `num_labels` follows from it. Default: the 6 ISPRS classes.
         palette: RGB colour of each class (used for previews, colour tables, label decoding).
         input_mean, input_std: per-modality normalisation the model applies, ``(x - mean) / std`` per channel,
@@ -156,14 +159,8 @@ class MFNetConfig(PreTrainedConfig):
         """Raise ValueError naming the first inconsistent field."""
         if not isinstance(self.padding_free_encoder, bool):
             raise ValueError(f"padding_free_encoder={self.padding_free_encoder!r} must be True or False")
+        self._validate_modalities()
         names = self.modality_names
-        if not names:
-            raise ValueError("modalities=[] must name at least one modality")
-        if len(set(names)) != len(names):
-            raise ValueError(f"modalities={self.modalities!r} repeats a name")
-        for name, channels in self.modalities:
-            if channels not in (1, 3):
-                raise ValueError(f"modalities: {name!r} has {channels} channels; SAM takes 1 (repeated) or 3")
         for field in ("input_mean", "input_std", "input_scaling"):
             unknown = sorted(set(getattr(self, field)) - set(names))
             if unknown:
@@ -186,6 +183,18 @@ class MFNetConfig(PreTrainedConfig):
         self._validate_labels()
         self._validate_decoder()
         family.validate(self.vision_config)
+
+    def _validate_modalities(self) -> None:
+        """At least one modality, distinct names (no '.': they name the input stems), 1-256 channels each."""
+        names = self.modality_names
+        if not names:
+            raise ValueError("modalities=[] must name at least one modality")
+        if len(set(names)) != len(names):
+            raise ValueError(f"modalities={self.modalities!r} repeats a name")
+        for name, channels in self.modalities:
+            if not name or "." in name:
+                raise ValueError(f"modalities: name {name!r} must be non-empty and without '.'")
+            check_number(f"modalities: {name!r} channels", channels, 1, MAX_CHANNELS, integer=True)
 
     def _validate_labels(self) -> None:
         """The class-indexed fields: palette, score_classes, semantic_loss_ignore_index."""

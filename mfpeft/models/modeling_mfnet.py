@@ -2,7 +2,7 @@
 
 Data flow for M modalities, batch B, chip S (256)::
 
-    pixel_values {name: (B, C_m, S, S)} -> normalise, repeat 1-channel inputs to 3
+    pixel_values {name: (B, C_m, S, S)} -> normalise, repeat 1-channel inputs to 3 (other counts: input stem)
     -> stack modality-major (M·B, 3, S, S) -> encoder (+ multimodal tuner) -> neck (M·B, 256, S/16, S/16)
     -> M streams -> DFM: pyramid per modality, SE-Fusion at 1/4, 1/8, 1/16, 1/32 (each (B, 256, ·))
     -> UNetFormer decoder -> logits (B, num_labels, S, S)
@@ -29,9 +29,15 @@ from .decoder import UNetFormerDecoder
 from .encoders.base import NECK_CHANNELS, EncoderWeights
 from .encoders.necks import LevelNecks, ViTNeck
 from .fusion import DeepFusionModule
+from .input_stem import InputStem, needs_stem
 
 Features = list[torch.Tensor] | list[list[torch.Tensor]]
 """Per modality: one (B, 256, S/16, S/16) map, or (hierarchical encoders) four maps at 1/4 ... 1/32."""
+
+
+def stem_name(modality: str) -> str:
+    """The attribute of a modality's input stem (`InputStem`), e.g. ``input_stem_sar``."""
+    return f"input_stem_{modality}"
 
 
 class MFNetPreTrainedModel(PreTrainedModel):
@@ -93,6 +99,10 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
             num_labels=int(config.num_labels or 0),
             use_skips=config.use_dfm,
         )
+        # A trainable stem onto the encoder's 3 channels for each modality of another channel count.
+        for name, count in config.modality_channels.items():
+            if needs_stem(count):
+                self.add_module(stem_name(name), InputStem(count))
         for name in config.modality_names:
             self.register_buffer(f"_mean_{name}", torch.zeros(1, 1, 1, 1), persistent=False)
             self.register_buffer(f"_std_{name}", torch.ones(1, 1, 1, 1), persistent=False)
@@ -114,7 +124,8 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
     @property
     def head_module_names(self) -> list[str]:
         """Modules trained in full and saved with an adapter (peft `modules_to_save`)."""
-        names = ["neck"] if self.neck is not None else []
+        stems = [stem_name(n) for n, c in self.config.modality_channels.items() if needs_stem(c)]
+        names = [*stems, "neck"] if self.neck is not None else stems
         return [*names, "fusion", "decoder"] if self.fusion is not None else [*names, "decoder"]
 
     def tuner_targets(self, roles: Sequence[str]) -> str:
@@ -179,8 +190,13 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         streams = []
         for name, channels in self.config.modality_channels.items():
             x = pixel_values[name]
-            if x.dim() != 4 or x.shape[1] != channels:
+            if x.dim() != 4:
                 raise ValueError(f"pixel_values[{name!r}] must be (B, {channels}, H, W), got {tuple(x.shape)}")
+            if x.shape[1] != channels:
+                raise ValueError(
+                    f"pixel_values[{name!r}] has {x.shape[1]} channels, but the model's modality {name!r} takes "
+                    f"{channels} (shape {tuple(x.shape)})"
+                )
             if x.shape[-2:] != (size, size):
                 raise ValueError(
                     f"pixel_values[{name!r}] is {x.shape[-2]}x{x.shape[-1]}; this model takes {size}x{size} "
@@ -190,6 +206,8 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
                 raise ValueError(f"pixel_values[{name!r}] has batch {x.shape[0]}, the first modality {batch}")
             batch = x.shape[0]
             x = (x - getattr(self, f"_mean_{name}")) / getattr(self, f"_std_{name}")
+            if needs_stem(channels):
+                x = getattr(self, stem_name(name))(x.float())
             streams.append(x.expand(-1, 3, -1, -1) if channels == 1 else x)
         return torch.cat(streams, dim=0).to(self._input_dtype())
 

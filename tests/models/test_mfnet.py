@@ -103,8 +103,10 @@ def test_auto_classes_know_mfnet(tmp_path: Path) -> None:
 
 
 def test_config_validation_names_the_field() -> None:
-    with pytest.raises(ValueError, match="has 4 channels"):
-        tiny_config(modalities=(("optical", 4),))
+    with pytest.raises(ValueError, match=r"modalities: 'optical' channels=0 must be an integer >= 1 and <= 256"):
+        tiny_config(modalities=(("optical", 0),))
+    with pytest.raises(ValueError, match=r"name 'a\.b' must be non-empty and without '\.'"):
+        tiny_config(modalities=(("a.b", 3),))
     with pytest.raises(ValueError, match="rel_pos='sometimes'"):
         tiny_config(rel_pos="sometimes")
     with pytest.raises(ValueError, match="quarter_norms"):

@@ -41,6 +41,9 @@ ROLES: tuple[str, ...] = (
 )
 """The parts of an encoder layer a tuner may sit on; each family maps the ones it has to module names."""
 
+IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+"""The RGB statistics (on 0-1 input) SAM, SAM2.1, DINOv2 and DINOv3's web-data weights were pre-trained with."""
+
 NECK_CHANNELS = 256
 """Width of every map handed to the Deep Fusion Module (SAM's neck width; the DFM's parameter counts assume it)."""
 
@@ -72,6 +75,10 @@ class EncoderFamily:
     sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = {}  # random:<family>-<size> -> config fields
     image_multiple: ClassVar[int] = 32  # chip sizes must be multiples of this and of the patch size
     has_rel_pos: ClassVar[bool] = False  # SAM's relative-position tables (``rel_pos="zero"`` applies)
+    # Named RGB (mean, std) statistics on 0-1 input of the family's released weights; the first is the default.
+    normalisations: ClassVar[Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+        "imagenet": IMAGENET_MEAN_STD
+    }
 
     # -- configs -------------------------------------------------------------------------------------------------
     def encoder_config_of(self, config: PreTrainedConfig) -> PreTrainedConfig:
@@ -137,6 +144,14 @@ class EncoderFamily:
             raise ValueError(f"{self.name} has no size {size!r}; sizes: {', '.join(self.sizes)}")
         config = self.config_class(**dict(self.sizes[size]))
         return self.with_image_size(config, image_size)
+
+    def normalisation_for(self, name_or_path: str) -> tuple[str, tuple[float, ...], tuple[float, ...]]:
+        """(name, mean, std) of the RGB statistics the weights at ``name_or_path`` expect: a named set that the
+        checkpoint's name mentions (e.g. ``sat493m``), else the family's first."""
+        lowered = str(name_or_path).lower()
+        name = next((n for n in self.normalisations if n in lowered), next(iter(self.normalisations)))
+        mean, std = self.normalisations[name]
+        return name, mean, std
 
     # -- the module ----------------------------------------------------------------------------------------------
     def build(self, config: PreTrainedConfig) -> nn.Module:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import DINOv3ViTConfig, PreTrainedConfig
 
-from .base import EncoderFamily, EncoderWeights, tokens_to_map
+from .base import IMAGENET_MEAN_STD, EncoderFamily, EncoderWeights, tokens_to_map
 from .dinov2 import frozen_copy, validate_vit_config
 
 _ATTENTION = {
@@ -51,6 +51,11 @@ class Dinov3ViTFamily(EncoderFamily):
     licence = "other (DINOv3 License; gated on the Hub)"
     example_checkpoint = "facebook/dinov3-vitb16-pretrain-lvd1689m"
     sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = _SIZES
+    # The satellite weights (SAT-493M) were pre-trained with their own statistics (DINOv3's model card).
+    normalisations: ClassVar[Mapping[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
+        "imagenet": IMAGENET_MEAN_STD,
+        "sat493m": ((0.430, 0.411, 0.296), (0.213, 0.156, 0.143)),
+    }
 
     def validate(self, config: PreTrainedConfig) -> None:
         validate_vit_config(config)
