@@ -8,7 +8,7 @@ MMLoraConfig())` / `MMAdapterConfig()`), one SGD step (forward, cross-entropy, b
 interleaved rounds: round r runs every configuration once before round r + 1 starts, so machine load spreads over
 all of them.
 
-    python benchmarks/bench_encoders.py [--families sam dinov3 ...] [--steps 2] [--warmup 1] [--rounds 1]
+    python benchmarks/bench_encoders.py [--families sam dinov3 ...] [--steps 2] [--warmup 1] [--rounds 1] [--threads 1]
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def worker(job: dict[str, Any]) -> dict[str, Any]:
     from mfpeft.models.encoders import random_encoder
 
     prepare_process()
+    if job.get("threads"):
+        torch.set_num_threads(int(job["threads"]))
     family, size = job["family"], chip_size(job["family"])
     weights = random_encoder(f"random:{family}-{BASE_SIZES[family]}", image_size=size)
     model = MFNetForSegmentation._around_encoder(weights.state_dict, MFNetConfig(vision_config=weights.config))
@@ -109,6 +111,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per worker (0: torch's default)")
     parser.add_argument("--output", type=Path, default=Path("benchmarks/results/encoders.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--worker-out", help=argparse.SUPPRESS)
@@ -122,6 +125,7 @@ def main() -> None:
         for family in args.families:
             for tuner in args.tuners:
                 job = {"family": family, "tuner": tuner, "steps": args.steps, "warmup": args.warmup}
+                job["threads"] = args.threads
                 result = run_worker_process(__file__, job, timeout=1800)
                 print(json.dumps({k: v for k, v in result.items() if k != "error"}), flush=True)
                 results.append(result)

@@ -1,6 +1,7 @@
 """Per-class, per-modality activation heatmaps of the encoder features: the paper's Fig. 11.
 
-Method: segmentation Grad-CAM (Vinogradova et al., 2020) on each modality's SAM neck features.
+Method: segmentation Grad-CAM (Vinogradova et al., 2020) on each modality's encoder features at 1/16 (SAM's neck
+map; MFNet's neck map for other families; Hiera's 1/16 level).
 For one chip, the encoder gives one map ``A_m`` of shape ``(256, s, s)`` per modality ``m`` (``s = S / 16``).
 The trained head (DFM + decoder) turns them into logits ``y`` of shape ``(num_labels, S, S)``. For a class
 ``c`` the score is ``Y_c = sum of y_c over the pixels predicted as c`` (over every pixel when none is), the
@@ -51,21 +52,29 @@ class HeatmapResult:
     tuned_prediction: torch.Tensor
 
 
-def grad_cam(mfnet: Any, features: Sequence[torch.Tensor], classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+def grad_cam(mfnet: Any, features: Sequence[Any], classes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Segmentation Grad-CAM of ``classes`` w.r.t. each modality's features (see the module docstring).
 
     Args:
         mfnet: the `MFNetForSegmentation` (its head, in eval mode, scores the features).
-        features: M maps ``(1, C, s, s)``, one per modality, as :meth:`MFNetForSegmentation.encode` returns.
+        features: M maps ``(1, C, s, s)``, one per modality, as :meth:`MFNetForSegmentation.encode` returns; for
+            a hierarchical encoder (Hiera) M lists of four levels, whose 1/16 level is the one mapped.
         classes: K class ids.
 
     Returns:
         ``(heatmaps (M, K, S, S) float32 in [0, 1], prediction (S, S) int64)``.
     """
-    leaves = [f.detach().float().clone().requires_grad_(True) for f in features]
+    hierarchical = not isinstance(features[0], torch.Tensor)
+    leaves = [(f[2] if hierarchical else f).detach().float().clone().requires_grad_(True) for f in features]
+    inputs: list[Any] = leaves
+    if hierarchical:
+        inputs = [
+            [leaf if i == 2 else level.detach().float() for i, level in enumerate(f)]
+            for f, leaf in zip(features, leaves)
+        ]
     size = mfnet.config.image_size
     with torch.enable_grad():
-        logits = mfnet.decode(leaves)[0]  # (L, S, S)
+        logits = mfnet.decode(inputs)[0]  # (L, S, S)
         prediction = logits.argmax(0)
         maps = torch.zeros(len(leaves), len(classes), size, size)
         for j, c in enumerate(classes):
@@ -99,7 +108,7 @@ def activation_heatmaps(
     mfnet = mfnet_of(model)
     if not hasattr(model, "disable_adapter"):
         raise ValueError(
-            "heatmaps compare the frozen SAM encoder with the tuned one, so the model must carry a tuner "
+            "heatmaps compare the frozen encoder with the tuned one, so the model must carry a tuner "
             "(a peft model, e.g. from MFNetForSegmentation.from_pretrained(adapter_folder))"
         )
     names = class_names_of(mfnet.config)

@@ -169,3 +169,14 @@ def test_a_gated_mlp_block_cannot_carry_lora() -> None:
     lora = get_peft_model(build("dinov3"), MMLoraConfig())
     wrapped = {n.rsplit(".", 1)[-1] for n, m in lora.named_modules() if isinstance(m, MMLoraLayer)}
     assert wrapped == {"q_proj", "v_proj", "up_proj", "down_proj"}  # the gate stays frozen
+
+
+@pytest.mark.parametrize("family", ["sam2", "dinov3"])
+def test_heatmaps_work_on_a_hierarchical_and_a_plain_vit(family: str) -> None:
+    from mfpeft.engine.heatmap import activation_heatmaps
+
+    model = get_peft_model(build(family), MMLoraConfig())
+    result = activation_heatmaps(model, {k: v[:1] for k, v in chips(family).items()})
+    size = chip_size(family)
+    assert result.frozen.shape == result.tuned.shape == (2, 3, size, size)
+    assert 0 <= float(result.tuned.min()) and float(result.tuned.max()) <= 1
