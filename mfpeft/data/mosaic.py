@@ -30,7 +30,7 @@ from typing import Any
 import rasterio
 from rasterio.errors import NotGeoreferencedWarning, RasterioError
 
-__all__ = ["Mosaic", "RasterInput", "gdal_path", "is_remote", "materialise_rasters", "raster_input"]
+__all__ = ["Mosaic", "RasterInput", "gdal_path", "is_remote", "materialise_rasters", "raster_input", "vrt_sources"]
 
 _REMOTE_SCHEMES = {"http://": "/vsicurl/", "https://": "/vsicurl/", "s3://": "/vsis3/", "gs://": "/vsigs/"}
 _GLOB_CHARACTERS = set("*?[")
@@ -202,7 +202,7 @@ def _grid(tiles: Sequence[_TileInfo], where: str) -> tuple[Any, int, int, list[t
     transform = rasterio.Affine(a, 0.0, x0, 0.0, e, y0)
     offsets = []
     for tile in tiles:
-        col_f, row_f = (tile.transform.c - x0) / a, (tile.transform.f - y0) / e
+        col_f, row_f = (tile.transform.c - x0) / a + 0.0, (tile.transform.f - y0) / e + 0.0  # + 0.0: no "-0.000"
         if abs(col_f - round(col_f)) > _PIXEL_TOLERANCE or abs(row_f - round(row_f)) > _PIXEL_TOLERANCE:
             raise ValueError(
                 f"{where}: tile {tile.name} starts at pixel ({col_f:.3f}, {row_f:.3f}) of the mosaic grid of tile "
@@ -308,3 +308,22 @@ def materialise_rasters(
 
 def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)[:40]
+
+
+def vrt_sources(path: Path) -> list[Path]:
+    """The local files a VRT reads (its ``SourceFilename`` elements, relative ones resolved against the VRT's
+    folder); none for another raster, a VRT that cannot be parsed, or remote (``/vsi...``) sources."""
+    if path.suffix.lower() != ".vrt" or not path.is_file():
+        return []
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError):
+        return []
+    found = []
+    for element in root.iter("SourceFilename"):
+        text = (element.text or "").strip()
+        if not text or text.startswith("/vsi"):
+            continue
+        relative = element.get("relativeToVRT", "0") == "1"
+        found.append(path.parent / text if relative else Path(text))
+    return found

@@ -37,7 +37,7 @@ import torch
 
 from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
-from mfpeft.data.mosaic import materialise_rasters
+from mfpeft.data.mosaic import materialise_rasters, vrt_sources
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
 from mfpeft.data.windows import Scene, open_scene, read_batches
@@ -319,6 +319,7 @@ def check_scene(
     scaling = model_input_scaling(config, options.scaling)
     chip, step = _chip_and_stride(config, options.chip_size, options.stride)
     inputs = [f for ref in refs.values() for f in raster_files(ref)]
+    inputs += [source for f in inputs for source in vrt_sources(f)]  # the tiles of a mosaic, the files of a VRT
     paths = {what: check_output_path(path, inputs, what) for what, path in given.items()}
     _check_distinct(paths)
     bands = {m: tuple(int(b) for b in v) for m, v in (options.bands or {}).items()}

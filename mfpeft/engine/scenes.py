@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mfpeft.data.mosaic import materialise_rasters
+from mfpeft.data.mosaic import materialise_rasters, vrt_sources
 from mfpeft.data.tile import raster_files
 from mfpeft.engine.predict import (
     PredictionResult,
@@ -124,6 +124,7 @@ def _checked_inputs(rows: Sequence[SceneRow], config: Any, folder: Path, base: P
     for row in rows:
         local = check_rasters(materialise_rasters(row.rasters, folder, row.name, base=base), config)
         inputs = [f for ref in local.values() for f in raster_files(ref)]
+        inputs += [source for f in inputs for source in vrt_sources(f)]
         for what, path in row.outputs.items():
             check_output_path(path, inputs, what)
         checked.append(dict(local))

@@ -319,3 +319,44 @@ def test_bad_scenes_file_is_one_line_and_writes_nothing(
     assert status == 1 and "unknown.csv: column 'sar' is neither a modality of the model" in lines[0], lines
     assert os.listdir(out) == [], "nothing is written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.csv", "late.csv", "no_dsm.csv", "out", "unknown.csv"]
+
+
+def test_mosaic_checks_grid_and_outputs(tmp_path: Path, model: MFNetForSegmentation, bad_inputs: Path) -> None:
+    rgb, dsm = bad_inputs / "rgb.tif", str(bad_inputs / "dsm.tif")
+    good = write_tiles(rgb, tmp_path / "good", [0, 200], [0, 100, 200], "t")
+    # The output at one of the tiles would replace an input: refused like any input raster.
+    with pytest.raises(ValueError, match=r"t_01\.tif: the output path is one of the input rasters"):
+        predict_scene(model, {"optical": str(tmp_path / "good" / "t_*.tif"), "dsm": dsm}, good[1], **OPTIONS)
+    # A tile a third of a pixel off the first tile's grid.
+    with rasterio.open(good[1]) as src:
+        data, t = src.read(), src.transform
+    write_raster(good[1], data, from_origin(t.c + PIXEL / 3, t.f, PIXEL, PIXEL), nodata=0)
+    with pytest.raises(ValueError, match=r"modality 'optical': tile .*t_01\.tif starts at pixel \(100\.333, 0\.000\)"):
+        predict_scene(model, {"optical": Mosaic(tuple(map(str, good))), "dsm": dsm}, tmp_path / "a.tif", **OPTIONS)
+    write_raster(good[1], data, t, nodata=7)
+    with pytest.raises(ValueError, match=r"tile .*t_01\.tif has nodata value 7\.0 but tile .*t_00\.tif has 0\.0"):
+        predict_scene(model, {"optical": Mosaic(tuple(map(str, good))), "dsm": dsm}, tmp_path / "a.tif", **OPTIONS)
+    with pytest.raises(FileNotFoundError, match=r"modality 'dsm': tile .*nowhere\.tif: file not found"):
+        predict_scene(model, {"optical": str(good[0]), "dsm": Mosaic(("nowhere.tif",))}, tmp_path / "a.tif")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["good"]
+
+
+def test_scenes_and_single_scene_flags_do_not_mix(
+    bad_inputs: Path, model_dir: Path, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    rows = [{"optical": str(bad_inputs / "rgb.tif"), "dsm": str(bad_inputs / "dsm.tif"), "output": "a.tif"}]
+    scenes = str(write_scenes_csv(tmp_path / "scenes.csv", rows))
+    base = ["predict", "--model", str(model_dir), "--device", "cpu"]
+    cases = {
+        "--output": ([*base, "--scenes", scenes, "--output-dir", str(tmp_path), "--output", "x.tif"], "drop --output"),
+        "no dir": ([*base, "--scenes", scenes], "give --output-dir DIR"),
+        "no output": ([*base, "--optical", str(bad_inputs / "rgb.tif")], "give --output PATH (one scene) or --scenes"),
+        "probabilities": (
+            [*base, "--scenes", scenes, "--output-dir", str(tmp_path), "--probabilities", "p.tif"],
+            "with a scenes file each scene's probabilities is a column of the file",
+        ),
+    }
+    for name, (argv, expected) in cases.items():
+        status, lines = run_cli(argv, capfd)
+        assert status == 1 and len(lines) == 1 and expected in lines[0], (name, lines)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes.csv"]
