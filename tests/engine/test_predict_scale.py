@@ -117,14 +117,16 @@ def test_remote_cogs_predict_like_their_local_copies(
     local = {m: write_cog(path, www / f"{m}.tif") for m, path in scene.items()}
     remote = {m: f"{url}/{m}.tif" for m in local}
     out_remote, out_local = tmp_path / "remote.tif", tmp_path / "local.tif"
-    predict_scene(model, remote, out_remote, probabilities=tmp_path / "remote_p.tif", **OPTIONS)
+    predict_scene(model, remote, out_remote, probabilities=tmp_path / "remote_p.tif", cog=True, **OPTIONS)
     assert {line.split()[0] for line in log.read_text().splitlines()} == {"optical.tif", "dsm.tif"}, (
         "the COGs were read with HTTP range requests"
     )
-    predict_scene(model, local, out_local, probabilities=tmp_path / "local_p.tif", **OPTIONS)
+    predict_scene(model, local, out_local, probabilities=tmp_path / "local_p.tif", cog=True, **OPTIONS)
     np.testing.assert_array_equal(read_band(out_remote), read_band(out_local))
     with rasterio.open(tmp_path / "remote_p.tif") as a, rasterio.open(tmp_path / "local_p.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())
+        assert a.overviews(1), "a COG of the probabilities, with overviews"
+        np.testing.assert_array_equal(a.dataset_mask() == 0, read_band(out_remote) == 255)  # the mask kept
     with rasterio.open(out_remote) as a, rasterio.open(scene["optical"]) as b:
         assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape)
 
@@ -217,17 +219,23 @@ def test_probabilities_one_uint8_band_per_class_agree_with_the_class_map(tmp_pat
     dsm = np.linspace(10, 40, 120 * 140, dtype=np.float32).reshape(1, 120, 140)
     shifted = write_raster(tmp_path / "dsm_1m.tif", dsm, from_origin(ORIGIN[0] + 20, ORIGIN[1] - 10, 1.0, 1.0))
     out, probs, conf = tmp_path / "labels.tif", tmp_path / "probs.tif", tmp_path / "conf.tif"
-    predict_scene(
-        model, {"optical": scene["optical"], "dsm": shifted}, out, probabilities=probs, confidence=conf, **OPTIONS
-    )
+    rasters = {"optical": scene["optical"], "dsm": shifted}
+    run = tmp_path / "run.json"
+    result = predict_scene(model, rasters, out, probabilities=probs, confidence=conf, summary=run, **OPTIONS)
     labels, confidence = read_band(out), read_band(conf)
+    summary = json.loads(run.read_text())
+    assert summary["totals"]["scenes"] == 1 and summary["scenes"][0]["probabilities"] == str(probs)
+    assert result.pixel_area == summary["scenes"][0]["pixel_area"] == PIXEL * PIXEL
+    tree = int((labels == 3).sum())
+    assert summary["totals"]["class_pixels"]["tree"] == tree
+    assert summary["totals"]["class_areas"]["tree"] == pytest.approx(tree * PIXEL * PIXEL)
     with rasterio.open(probs) as src, rasterio.open(out) as ref:
         assert src.count == model.config.num_labels and set(src.dtypes) == {"uint8"}
         assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
         assert src.descriptions[1] == "building"
         p = src.read()
         mask = src.dataset_mask()
-    assert not list(tmp_path.glob("*.msk")), "the mask is inside the GeoTIFF"
+    assert not list(tmp_path.glob("*.msk")) and not list(tmp_path.glob(".*")), "no sidecar, no temporary left"
     nodata = labels == 255
     assert nodata.any() and (~nodata).any()
     assert (p[:, nodata] == 0).all() and (mask[nodata] == 0).all() and (mask[~nodata] == 255).all()
