@@ -157,6 +157,8 @@ def test_mosaic_of_tiles_predicts_like_the_stitched_raster(tmp_path: Path, model
     predict_scene(model, {"optical": str(tmp_path / "rgb" / "rgb_*.tif"), "dsm": f"@{listing}"}, mosaic, **OPTIONS)
     expected = read_band(whole)
     np.testing.assert_array_equal(read_band(mosaic), expected)
+    with rasterio.open(mosaic) as a, rasterio.open(whole) as b:
+        assert (a.crs, a.transform, a.shape) == (b.crs, b.transform, b.shape), "the mosaic's grid is the scene's"
     assert len(np.unique(expected[expected != 255])) >= 2
     # A Mosaic object (the API form), tiles in another order, gives the same.
     again = tmp_path / "again.tif"
