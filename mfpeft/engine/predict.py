@@ -37,7 +37,7 @@ import torch
 
 from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
-from mfpeft.data.mosaic import materialise_rasters, vrt_sources
+from mfpeft.data.mosaic import Mosaic, materialise_rasters, vrt_sources
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
 from mfpeft.data.windows import Scene, open_scene, read_batches
@@ -191,6 +191,9 @@ def modality_flags(names: Sequence[str]) -> str:
 RasterPaths = str | Path | Sequence[str | Path]
 """One modality's raster: a file, or single-band files stacked in that order (``a_b4.tif, a_b5.tif, ...``)."""
 SceneRef = Path | tuple[Path, ...]
+SceneInput = RasterPaths | Mosaic
+"""What :func:`predict_scene` takes per modality: :data:`RasterPaths` (texts may be URLs, glob patterns or
+``@list.txt``, :func:`mfpeft.data.mosaic.raster_input`), or a :class:`~mfpeft.data.mosaic.Mosaic`."""
 
 
 def _scene_ref(value: RasterPaths) -> SceneRef:
@@ -451,7 +454,7 @@ def _write_scene(
 
 def predict_scene(
     model: Any,
-    rasters: Mapping[str, RasterPaths],
+    rasters: Mapping[str, SceneInput],
     output: str | Path,
     options: PredictionOptions | None = None,
     *,

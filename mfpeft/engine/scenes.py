@@ -118,6 +118,13 @@ def _check_batch_options(options: PredictionOptions, output_dir: Path) -> None:
         raise FileNotFoundError(f"{output_dir}: the output folder does not exist")
 
 
+def _check_summary_apart(summary: Path, rows: Sequence[SceneRow]) -> None:
+    for row in rows:
+        for what, path in row.outputs.items():
+            if path.resolve() == summary.resolve():
+                raise ValueError(f"{summary}: the summary needs a path of its own, not scene {row.name!r}'s {what}")
+
+
 def _checked_inputs(rows: Sequence[SceneRow], config: Any, folder: Path, base: Path) -> list[dict[str, Any]]:
     """Every scene's inputs as local rasters (URLs and mosaics as VRTs in ``folder``), each checked."""
     checked = []
@@ -161,6 +168,8 @@ def predict_scenes(
     loaded = load_mfnet(model, base_model=options.base_model)
     config = mfnet_of(loaded).config
     rows = read_scenes(file, list(config.modality_names), folder_out)
+    if options.summary is not None:
+        _check_summary_apart(Path(options.summary).expanduser(), rows)
     results = []
     with tempfile.TemporaryDirectory(prefix="mfpeft-inputs-") as scratch:
         inputs = _checked_inputs(rows, config, Path(scratch), file.parent)
