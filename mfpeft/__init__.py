@@ -30,6 +30,7 @@ _EXPORTS = {
     "MMLoraConfig": ".tuners",
     "MultimodalPeftType": ".tuners",
     # data
+    "Mosaic": ".data",
     "Scaling": ".data",
     "Tile": ".data",
     "available_sources": ".data",
@@ -46,12 +47,22 @@ _EXPORTS = {
     "evaluate_model": ".engine",
     "heatmap_figure": ".engine",
     "predict_scene": ".engine",
+    "predict_scenes": ".engine",
     "train": ".engine",
 }
 __getattr__, __dir__, __all__ = lazy_facade(__name__, _EXPORTS)
 
 if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they resolve lazily
-    from .data import Scaling, Tile, available_sources, demo_data_dir, get_source, prepare_dataset, register_source  # noqa: F401
+    from .data import (  # noqa: F401
+        Mosaic,
+        Scaling,
+        Tile,
+        available_sources,
+        demo_data_dir,
+        get_source,
+        prepare_dataset,
+        register_source,
+    )
     from .engine import (  # noqa: F401
         HeatmapResult,
         PredictionOptions,
@@ -61,6 +72,7 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they reso
         evaluate_model,
         heatmap_figure,
         predict_scene,
+        predict_scenes,
         train,
     )
     from .models import (  # noqa: F401

@@ -175,14 +175,15 @@ def _nothing_written(args: argparse.Namespace) -> str:
 
 
 # -- predict, heatmap (whole-scene prediction; mfpeft.engine.predict / heatmap) --
-def _scene_arguments(p: Any) -> None:
+def _scene_arguments(p: Any, output_required: bool = True) -> None:
     p.add_argument("--model", required=True, help="MFNet adapter folder or Hub repo id")
     p.add_argument("--base-model", help="local copy of the SAM the adapter was trained on")
     p.add_argument(
         "--optical",
         metavar="PATH",
         help="optical raster (the first modality: defines the grid), or "
-        "single-band files stacked in order: a_b4.tif,a_b5.tif,a_b6.tif (so may any modality)",
+        "single-band files stacked in order: a_b4.tif,a_b5.tif,a_b6.tif (so may any modality; predict also takes "
+        "URLs, glob patterns of tiles and @tiles.txt lists read as one mosaic)",
     )
     p.add_argument("--dsm", metavar="PATH", help="elevation raster")
     p.add_argument(
@@ -201,7 +202,7 @@ def _scene_arguments(p: Any) -> None:
         default=[],
         help="1-based band selection for a modality, e.g. optical=1,2,3 for RGBIR (repeatable)",
     )
-    p.add_argument("--output", required=True, help="file to write")
+    p.add_argument("--output", required=output_required, help="file to write")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda when available)")
     add_scaling_arguments(p)
 
@@ -229,9 +230,12 @@ def add_predict_parser(subparsers: Any) -> None:
         "predict",
         help="label a whole scene (any size) and write a georeferenced class-id GeoTIFF",
         description="Sliding chips over the scene, logits summed over overlaps, written in row bands as they "
-        "finish (memory independent of the scene height). Give one raster per modality of the model.",
+        "finish (memory independent of the scene height). Give one raster per modality of the model (a file, a "
+        "URL, or tiles read as one mosaic), or many scenes with --scenes.",
     )
-    _scene_arguments(p)
+    _scene_arguments(p, output_required=False)
+    p.add_argument("--scenes", metavar="CSV", help="many scenes: one column per modality plus output, a row each")
+    p.add_argument("--output-dir", metavar="DIR", help="with --scenes: the folder the outputs are written in")
     p.add_argument("--chip-size", type=int, help="must equal the model's image size (the default)")
     p.add_argument("--stride", type=int, help="sliding-window step (default: half a chip; paper: 32)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -249,17 +253,26 @@ def add_predict_parser(subparsers: Any) -> None:
         help="bf16 autocast (auto: on CUDA devices that support it)",
     )
     p.add_argument("--confidence", metavar="PATH", help="also write the per-pixel confidence (float32 GeoTIFF)")
+    p.add_argument(
+        "--probabilities", metavar="PATH", help="also write per-class probabilities (uint8 0-255, a band per class)"
+    )
+    p.add_argument("--summary", metavar="JSON", help="also write a summary: scenes, pixels, class areas, MP/s")
     p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
     p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
     p.add_argument("--preview-labels-only", action="store_true", help="no optical / DSM panels in the preview")
-    p.set_defaults(func=run_predict, on_interrupt=_nothing_written)
+    p.set_defaults(func=run_predict, on_interrupt=_predict_interrupted)
 
 
-def run_predict(args: argparse.Namespace) -> int:
-    from mfpeft.engine.predict import PredictionOptions, predict_scene
+def _predict_interrupted(args: argparse.Namespace) -> str:
+    if args.scenes:
+        return "the scenes already predicted are complete; the interrupted one left nothing"
+    return _nothing_written(args)
 
-    rasters, bands = _scene_rasters(args)
-    options = PredictionOptions(
+
+def _prediction_options(args: argparse.Namespace, bands: dict[str, list[int]]) -> Any:
+    from mfpeft.engine.predict import PredictionOptions
+
+    return PredictionOptions(
         chip_size=args.chip_size,
         stride=args.stride,
         batch_size=args.batch_size,
@@ -274,15 +287,46 @@ def run_predict(args: argparse.Namespace) -> int:
         bands=bands or None,
         base_model=args.base_model,
         scaling=scaling_options(args),
+        probabilities=args.probabilities,
+        summary=args.summary,
     )
-    result = predict_scene(args.model, rasters, args.output, options)
-    print(
-        f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, {result.seconds:.1f} s, "
-        f"{result.megapixels_per_second:.2f} MP/s)"
-    )
-    for extra in (result.confidence, result.preview):
-        if extra is not None:
-            print(f"wrote {extra}")
+
+
+def _check_predict_flags(args: argparse.Namespace, rasters: dict[str, Any]) -> None:
+    """One scene (rasters and --output) or many (--scenes and --output-dir), not a mix."""
+    if args.scenes:
+        given = [flag for flag, value in (("--output", args.output), ("a raster flag", rasters)) if value]
+        if given:
+            raise ValueError(f"--scenes {args.scenes}: the scenes file gives every raster and output; drop {given[0]}")
+        if not args.output_dir:
+            raise ValueError(f"--scenes {args.scenes}: give --output-dir DIR, the folder its outputs are written in")
+    elif not args.output:
+        raise ValueError("give --output PATH (one scene) or --scenes CSV --output-dir DIR (many scenes)")
+    elif args.output_dir:
+        raise ValueError(f"--output-dir {args.output_dir}: only with --scenes; one scene is written at --output")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from mfpeft.engine.predict import predict_scene
+    from mfpeft.engine.scenes import predict_scenes
+
+    rasters, bands = _scene_rasters(args)
+    _check_predict_flags(args, rasters)
+    options = _prediction_options(args, bands)
+    if args.scenes:
+        results = predict_scenes(args.model, args.scenes, args.output_dir, options)
+    else:
+        results = [predict_scene(args.model, rasters, args.output, options)]
+    for result in results:
+        print(
+            f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, "
+            f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s)"
+        )
+        for extra in (result.confidence, result.probabilities, result.preview):
+            if extra is not None:
+                print(f"wrote {extra}")
+    if args.summary:
+        print(f"wrote {args.summary}")
     return 0
 
 

@@ -19,6 +19,7 @@ _EXPORTS = {
     "axis_starts": ".geometry",
     "random_chip_window": ".geometry",
     "sliding_chip_windows": ".geometry",
+    "Mosaic": ".mosaic",
     "IGNORE_INDEX": ".palette",
     "ISPRS_CLASSES": ".palette",
     "ISPRS_PALETTE": ".palette",
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
     from .datasets import RandomChipDataset, SlidingWindowDataset, collate_chips  # noqa: F401
     from .demo import demo_data_dir, make_demo_scene  # noqa: F401
     from .geometry import ChipWindow, axis_starts, random_chip_window, sliding_chip_windows  # noqa: F401
+    from .mosaic import Mosaic  # noqa: F401
     from .palette import (  # noqa: F401
         IGNORE_INDEX,
         ISPRS_CLASSES,

@@ -187,6 +187,16 @@ class Scene:
         full_confidence[:, self.col0 : self.col0 + reader.width] = confidence
         return full_ids, full_confidence
 
+    def output_probabilities(
+        self, probabilities: npt.NDArray[np.uint8], class_ids: npt.NDArray[np.uint8]
+    ) -> npt.NDArray[np.uint8]:
+        """Quantised probabilities ``(L, rows, reader.width)`` of the usable area as full-width output rows
+        ``(L, rows, width)``, 0 where the full-width ``class_ids`` of :meth:`output_rows` are nodata."""
+        full = np.zeros((probabilities.shape[0], class_ids.shape[0], self.width), np.uint8)
+        full[:, :, self.col0 : self.col0 + self.reader.width] = probabilities
+        full[:, class_ids == IGNORE_INDEX] = 0
+        return full
+
 
 def open_reader(tile: Tile, chip_size: int, scaling: Mapping[str, Scaling], channels: Mapping[str, int]) -> TileReader:
     """The scene's aligned, scaled reader, its band counts checked against ``channels`` (the model's per

@@ -191,6 +191,19 @@ def _open_confidence_raster(path: Path, profile: Mapping[str, Any]) -> Any:
     return dst
 
 
+def _open_probability_raster(path: Path, profile: Mapping[str, Any], names: Sequence[str]) -> Any:
+    """One uint8 band per class, ``round(255 p)``; nodata pixels are 0 and masked (an internal mask band: every
+    value 0..255 is a probability, so no value is left to mean nodata)."""
+    dst = rasterio.open(path, "w", **{**profile, "count": len(names)})
+    for band, name in enumerate(names, start=1):
+        dst.set_band_description(band, name)
+    dst.update_tags(
+        CLASS_NAMES=json.dumps(list(names)),
+        MEANING="softmax probability of the overlap-averaged logits per class, round(255 p); nodata: the mask",
+    )
+    return dst
+
+
 def _to_cog(source: Path, target: Path, resampling: str) -> None:
     from rasterio.shutil import copy as raster_copy
 
@@ -238,6 +251,8 @@ class PredictionWriter:
         output: the class-id GeoTIFF (uint8, `IGNORE_INDEX` = nodata, colour table, class names as tags).
         class_names: one per class id; palette: one RGB colour per class (default: the default palette).
         confidence: optionally a float32 GeoTIFF of the per-pixel confidence (0 = nodata).
+        probabilities: optionally a uint8 GeoTIFF, one band per class, of the quantised probabilities (nodata:
+            0 and masked).
         cog: Cloud Optimised GeoTIFFs (with overviews) instead of plain tiled GeoTIFFs.
     """
 
@@ -249,8 +264,10 @@ class PredictionWriter:
         palette: Sequence[Sequence[int]] | None = None,
         confidence: Path | None = None,
         cog: bool = False,
+        probabilities: Path | None = None,
     ) -> None:
         self.output, self.confidence, self.cog = output, confidence, cog
+        self.probabilities = probabilities
         self.class_names, self.palette = list(class_names), palette
         self.counts = np.zeros(len(self.class_names), dtype=np.int64)
         """Written pixels per class id (nodata excluded)."""
@@ -265,8 +282,12 @@ class PredictionWriter:
 
     @property
     def finals(self) -> list[Path]:
-        """The output rasters: the class ids, then the confidence if asked for."""
-        return [self.output] + ([self.confidence] if self.confidence is not None else [])
+        """The output rasters: the class ids, then the confidence and the probabilities if asked for."""
+        extra = [p for p in (self.confidence, self.probabilities) if p is not None]
+        return [self.output, *extra]
+
+    def _pixel_bytes(self, final: Path) -> int:
+        return 1 if final == self.output else 4 if final == self.confidence else len(self.class_names)
 
     @property
     def temporary_output(self) -> Path:
@@ -284,7 +305,7 @@ class PredictionWriter:
         """Create the rasters on ``grid`` (:attr:`~mfpeft.data.raster.TileReader.profile`) at temporary names."""
         profile = output_profile(grid)
         self.width = int(profile["width"])
-        pixel_bytes = {final: 1 if final == self.output else 4 for final in self.finals}
+        pixel_bytes = {final: self._pixel_bytes(final) for final in self.finals}
         self.space = DiskSpace(list(pixel_bytes.items()), int(profile["height"]), self.width, cog=self.cog)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
@@ -296,23 +317,46 @@ class PredictionWriter:
                     self._files.callback(self._written[final].unlink, missing_ok=True)
                 if final == self.output:
                     dst = _open_class_raster(self._written[final], profile, self.class_names, self.palette)
-                else:
+                elif final == self.confidence:
                     dst = _open_confidence_raster(self._written[final], profile)
+                else:
+                    dst = _open_probability_raster(self._written[final], profile, self.class_names)
                 self._datasets.append(self._rasters.enter_context(dst))
 
-    def write(self, row: int, class_ids: npt.NDArray[np.uint8], confidence: npt.NDArray[np.float32] | None) -> None:
-        """Full-width rows ``row..`` of class ids ``(rows, width)`` (and confidence), counted in :attr:`counts`."""
+    def write(
+        self,
+        row: int,
+        class_ids: npt.NDArray[np.uint8],
+        confidence: npt.NDArray[np.float32] | None,
+        probabilities: npt.NDArray[np.uint8] | None = None,
+    ) -> None:
+        """Full-width rows ``row..`` of class ids ``(rows, width)`` (and confidence, and probabilities
+        ``(num_classes, rows, width)``), counted in :attr:`counts`."""
         _add_counts(self.counts, class_ids)
-        self._write(row, class_ids, confidence)
+        self._write(row, class_ids, confidence, probabilities)
 
-    def _write(self, row: int, class_ids: npt.NDArray[np.uint8], confidence: npt.NDArray[np.float32] | None) -> None:
+    def _write(
+        self,
+        row: int,
+        class_ids: npt.NDArray[np.uint8],
+        confidence: npt.NDArray[np.float32] | None,
+        probabilities: npt.NDArray[np.uint8] | None = None,
+    ) -> None:
         if self.space is None:
             raise RuntimeError("PredictionWriter.open was not called")
         self.space.before_rows(class_ids.shape[0])
         window = Window(0, row, self.width, class_ids.shape[0])
-        self._datasets[0].write(class_ids, 1, window=window)
-        if len(self._datasets) > 1 and confidence is not None:
-            self._datasets[1].write(confidence, 1, window=window)
+        datasets = dict(zip(self.finals, self._datasets))
+        datasets[self.output].write(class_ids, 1, window=window)
+        if self.confidence is not None and confidence is not None:
+            datasets[self.confidence].write(confidence, 1, window=window)
+        if self.probabilities is not None:
+            if probabilities is None:
+                probabilities = np.zeros((len(self.class_names), *class_ids.shape), np.uint8)
+            dst = datasets[self.probabilities]
+            dst.write(probabilities, window=window)
+            with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # in the file, not a .msk sidecar
+                dst.write_mask(np.where(class_ids == IGNORE_INDEX, np.uint8(0), np.uint8(255)), window=window)
 
     def fill(self, start: int, stop: int) -> None:
         """Rows ``start..stop`` outside the area every input covers: nodata, written explicitly."""

@@ -17,6 +17,7 @@ _EXPORTS = {
     "PredictionResult": ".predict",
     "predict_scene": ".predict",
     "PredictionOptions": ".prediction_options",
+    "predict_scenes": ".scenes",
     "TrainResult": ".training",
     "train": ".training",
 }
@@ -29,4 +30,5 @@ if TYPE_CHECKING:  # the names for type checkers and IDEs; at run time they reso
     from .heatmap import HeatmapResult, heatmap_figure  # noqa: F401
     from .predict import PredictionResult, predict_scene  # noqa: F401
     from .prediction_options import PredictionOptions  # noqa: F401
+    from .scenes import predict_scenes  # noqa: F401
     from .training import TrainResult, train  # noqa: F401

@@ -24,6 +24,7 @@ removed by the next run for the same output.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
@@ -36,6 +37,7 @@ import torch
 
 from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
+from mfpeft.data.mosaic import Mosaic, materialise_rasters, vrt_sources
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
 from mfpeft.data.windows import Scene, open_scene, read_batches
@@ -77,6 +79,11 @@ class PredictionResult:
     seconds: float
     class_counts: dict[str, int] = field(default_factory=dict)
     """Predicted pixels per class name (nodata excluded)."""
+    probabilities: Path | None = None
+    pixel_area: float | None = None
+    """Area of one output pixel in map units, ``|a e - b d|`` of the transform (None without one)."""
+    area_unit: str = "pixel"
+    """What :attr:`pixel_area` is measured in: ``"square metre"`` for a CRS in metres, ``"pixel"`` without one."""
 
     @property
     def megapixels_per_second(self) -> float:
@@ -184,6 +191,9 @@ def modality_flags(names: Sequence[str]) -> str:
 RasterPaths = str | Path | Sequence[str | Path]
 """One modality's raster: a file, or single-band files stacked in that order (``a_b4.tif, a_b5.tif, ...``)."""
 SceneRef = Path | tuple[Path, ...]
+SceneInput = RasterPaths | Mosaic
+"""What :func:`predict_scene` takes per modality: :data:`RasterPaths` (texts may be URLs, glob patterns or
+``@list.txt``, :func:`mfpeft.data.mosaic.raster_input`), or a :class:`~mfpeft.data.mosaic.Mosaic`."""
 
 
 def _scene_ref(value: RasterPaths) -> SceneRef:
@@ -250,6 +260,15 @@ def _chip_and_stride(config: Any, chip_size: Any, stride: Any) -> tuple[int, int
     return int(chip), int(step)
 
 
+def _check_distinct(paths: Mapping[str, Path]) -> None:
+    """Each output has a path of its own (two outputs at one path would overwrite each other)."""
+    seen: dict[Path, str] = {}
+    for what, path in paths.items():
+        other = seen.setdefault(path.resolve(), what)
+        if other != what:
+            raise ValueError(f"{path}: the {what} needs a path of its own, not the {other}'s")
+
+
 @dataclass
 class CheckedScene:
     """What :func:`check_scene` checked and decided before the scene is read."""
@@ -303,9 +322,9 @@ def check_scene(
     scaling = model_input_scaling(config, options.scaling)
     chip, step = _chip_and_stride(config, options.chip_size, options.stride)
     inputs = [f for ref in refs.values() for f in raster_files(ref)]
+    inputs += [source for f in inputs for source in vrt_sources(f)]  # the tiles of a mosaic, the files of a VRT
     paths = {what: check_output_path(path, inputs, what) for what, path in given.items()}
-    if "confidence" in paths and "output" in paths and paths["confidence"].resolve() == paths["output"].resolve():
-        raise ValueError(f"{paths['confidence']}: the confidence raster needs a path of its own, not the output's")
+    _check_distinct(paths)
     bands = {m: tuple(int(b) for b in v) for m, v in (options.bands or {}).items()}
     for name, ref in refs.items():
         check_valid_share(name, ref, bands.get(name))
@@ -317,8 +336,9 @@ def check_scene(
 def _write_band(scene: Scene, writer: PredictionWriter, band: RowBand, progress: ProgressCallback | None) -> None:
     """A finished band of rows of the usable area, masked and placed on the output grid, written."""
     class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence)
+    probabilities = None if band.probabilities is None else scene.output_probabilities(band.probabilities, class_ids)
     row = scene.row0 + band.row_start
-    writer.write(row, class_ids, confidence)
+    writer.write(row, class_ids, confidence, probabilities)
     if progress is not None:
         progress(row + class_ids.shape[0], scene.height)
 
@@ -342,6 +362,7 @@ def _predict_rows(
         checked.step,
         weights=window_weights(checked.chip, options.weights),
         device=device,
+        probabilities="probabilities" in checked.outputs,
     )
     windows = stitcher.windows
     batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
@@ -386,6 +407,12 @@ def _draw_preview(checked: CheckedScene, options: PredictionOptions, labels: Pat
     return draw
 
 
+def _output_pixel_bytes(checked: CheckedScene) -> int:
+    """Bytes per pixel of the output rasters: 1 for class ids, 4 for confidence, 1 per class for probabilities."""
+    extra = {"confidence": 4, "probabilities": int(checked.config.num_labels)}
+    return 1 + sum(size for what, size in extra.items() if what in checked.outputs)
+
+
 def _write_scene(
     checked: CheckedScene, options: PredictionOptions, progress: ProgressCallback | None
 ) -> tuple[Scene, int, PredictionWriter]:
@@ -401,6 +428,7 @@ def _write_scene(
         palette=checked.config.palette,
         confidence=confidence,
         cog=options.cog,
+        probabilities=checked.outputs.get("probabilities"),
     )
     with writer:
         with ExitStack() as stack:
@@ -411,7 +439,7 @@ def _write_scene(
                 scaling=checked.scaling,
                 channels=checked.channels,
                 cache_mb=options.gdal_cache_mb,
-                output_pixel_bytes=1 + (4 if confidence is not None else 0),
+                output_pixel_bytes=_output_pixel_bytes(checked),
             )
             checked.model.eval().to(checked.device)
             writer.open(scene.profile)
@@ -426,7 +454,7 @@ def _write_scene(
 
 def predict_scene(
     model: Any,
-    rasters: Mapping[str, RasterPaths],
+    rasters: Mapping[str, SceneInput],
     output: str | Path,
     options: PredictionOptions | None = None,
     *,
@@ -436,43 +464,63 @@ def predict_scene(
     """Label a whole scene with an MFNet and write a georeferenced class-id GeoTIFF.
 
     Args:
-        model: an `MFNetForSegmentation`, a `peft.PeftModel` around one, an adapter folder or a Hub repo id.
-            It is put in eval mode and moved to the device.
-        rasters: ``{modality name: path}``, one per modality of the model (``model.config.modalities``); a
-            sequence of paths stacks single-band files in that order (aligned onto the first one like any
-            other raster). The first modality (its first file) defines the output grid; the others are aligned
-            onto it (``WarpedVRT``).
+        model: an `MFNetForSegmentation`, a `peft.PeftModel` around one, an adapter folder or a Hub repo id
+            (put in eval mode and moved to the device).
+        rasters: ``{modality name: input}``, one per modality of the model: a local file, a URL (``http(s)://``,
+            ``s3://``, ``gs://``, ``/vsi...``), a mosaic of tiles (a :class:`mfpeft.data.mosaic.Mosaic`, a glob
+            pattern or ``@list.txt``; :func:`mfpeft.data.mosaic.raster_input`), or a sequence stacking
+            single-band files in order. The first modality defines the output grid; the others are aligned onto
+            it (``WarpedVRT``).
         output: the class-id GeoTIFF to write; its folder must exist; an existing file is replaced.
-        options: a :class:`PredictionOptions` (chip size, stride, batch size, weights, tta, device, bf16,
-            confidence, cog, preview, bands, base model, GDAL cache, prefetch, scaling), or
-        **fields: its fields as keywords (``chip_size=256, stride=32``), not both.
+        options: a :class:`PredictionOptions`, or **fields: its fields as keywords (``stride=32``), not both.
         progress: called with ``(rows_written, total_rows)`` after each written band.
-
-    Returns:
-        A :class:`PredictionResult`.
 
     Raises:
         TypeError: a keyword that is no option, or both ``options`` and keywords.
         ValueError / FileNotFoundError: bad input, with the file and the problem named (also a device this
-            machine does not have, and a modality whose raster holds no data at all).
+            machine does not have, a modality whose raster holds no data, an unreachable URL, mosaic tiles that
+            do not fit together).
         InsufficientSpaceError: the disk filled up; nothing is left at the output paths.
 
-    Rasters are read with the raw -> input scaling the model recorded (:func:`model_input_scaling`, the one
-    fallback for a model that recorded none); ``scaling`` (``--scaling NAME=MODE`` texts or `Scaling`) overrides
-    it per modality, with a warning where it differs.
+    Rasters are read with the raw -> input scaling the model recorded (:func:`model_input_scaling`); ``scaling``
+    overrides it per modality, with a warning where it differs.
 
     Warns:
-        UserWarning: a modality with more than 5 % of its pixels without data
-            (:func:`mfpeft.data.checks.check_valid_share`); a band whose values mostly lie outside the raw range
-            the model was trained on (:func:`mfpeft.data.windows.warn_outside_trained_range`); a scaling other
-            than the model's.
+        UserWarning: a modality with more than 5 % of its pixels without data; a band whose values mostly lie
+            outside the raw range the model was trained on; a scaling other than the model's.
     """
     prepare_process()  # first: torch's worker threads inherit the flush (common/runtime.py)
     start_time = time.perf_counter()
     options = PredictionOptions.of(options, fields, "predict_scene")
-    outputs = {"output": output, "confidence": options.confidence, "preview": options.preview}
+    with tempfile.TemporaryDirectory(prefix="mfpeft-inputs-") as folder:
+        local = materialise_rasters(rasters, Path(folder), Path(output).stem)
+        result = _predict_local(model, local, output, options, progress, start_time)
+    if options.summary is not None:
+        from mfpeft.engine.prediction_summary import write_summary
+
+        write_summary(options.summary, [result])
+    return result
+
+
+def _predict_local(
+    model: Any,
+    rasters: Mapping[str, RasterPaths],
+    output: str | Path,
+    options: PredictionOptions,
+    progress: ProgressCallback | None,
+    start_time: float,
+) -> PredictionResult:
+    """:func:`predict_scene` once every input is a local raster (URLs and mosaics written as VRTs)."""
+    outputs = {
+        "output": output,
+        "confidence": options.confidence,
+        "probabilities": options.probabilities,
+        "preview": options.preview,
+        "summary": options.summary,
+    }
     checked = check_scene(model, rasters, outputs, options)
     scene, chips, writer = _write_scene(checked, options, progress)
+    pixel_area, area_unit = pixel_area_of(scene.profile)
     return PredictionResult(
         output=checked.outputs["output"],
         confidence=checked.outputs.get("confidence"),
@@ -482,4 +530,19 @@ def predict_scene(
         chips=chips,
         seconds=time.perf_counter() - start_time,
         class_counts={name: int(c) for name, c in zip(writer.class_names, writer.counts)},
+        probabilities=checked.outputs.get("probabilities"),
+        pixel_area=pixel_area,
+        area_unit=area_unit,
     )
+
+
+def pixel_area_of(profile: Mapping[str, Any]) -> tuple[float | None, str]:
+    """``(area of one pixel, unit)`` of a raster profile: ``|a e - b d|`` of its transform in the CRS's squared
+    linear unit (``"square metre"``), ``"square map unit"`` without a CRS; ``(None, "pixel")`` without a
+    transform."""
+    transform, crs = profile.get("transform"), profile.get("crs")
+    if transform is None or transform.is_identity:
+        return None, "pixel"
+    area = abs(transform.a * transform.e - transform.b * transform.d)
+    units = (crs.linear_units if crs is not None else "") or ""
+    return float(area), f"square {units}" if units and units != "unknown" else "square map unit"

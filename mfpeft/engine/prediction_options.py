@@ -55,6 +55,10 @@ class PredictionOptions:
             and the extra thread's malloc arena costs memory).
         scaling: per modality (``--scaling NAME=MODE`` texts or `Scaling`), overrides the raw -> input scaling
             the model recorded, with a warning where it differs.
+        probabilities: optional path of a uint8 GeoTIFF with one band per class: the softmax probabilities of
+            the overlap-averaged logits, ``round(255 p)``; nodata pixels 0 and masked (an internal mask band).
+        summary: optional path of a JSON summary of the run: scenes, pixels, class pixels and areas in map units,
+            megapixels per second (:func:`mfpeft.engine.prediction_summary.run_summary`).
     """
 
     chip_size: int | None = None
@@ -73,6 +77,8 @@ class PredictionOptions:
     gdal_cache_mb: int | None = None
     prefetch: bool | None = None
     scaling: Mapping[str, Any] | None = None
+    probabilities: str | Path | None = None
+    summary: str | Path | None = None
 
     def __post_init__(self) -> None:
         if not _positive_integer(self.batch_size):

@@ -46,6 +46,9 @@ class RowBand(NamedTuple):
     """``(h, W)`` uint8 class ids (argmax of the summed weighted logits)."""
     confidence: npt.NDArray[np.float32]
     """``(h, W)`` float32 max softmax probability of the averaged logits, in ``(0, 1]``."""
+    probabilities: npt.NDArray[np.uint8] | None = None
+    """``(num_labels, h, W)`` uint8 softmax probabilities of the averaged logits, ``round(255 p)``; only from a
+    stitcher made with ``probabilities=True``."""
 
 
 def window_weights(chip_size: int, mode: WeightMode = "uniform") -> torch.Tensor:
@@ -127,6 +130,7 @@ class RowBandStitcher:
         stride: int,
         weights: torch.Tensor | npt.ArrayLike | None = None,
         device: torch.device | str = "cpu",
+        probabilities: bool = False,
     ) -> None:
         """Args:
         scene_height, scene_width: scene size ``H, W`` in pixels.
@@ -135,6 +139,7 @@ class RowBandStitcher:
         weights: ``(chip_size, chip_size)`` strictly positive weights (see :func:`window_weights`); ``None``
             is the paper's plain sum.
         device: where the sums are kept (the model's device avoids a host round trip per chip).
+        probabilities: also return every class's quantised probability in each band (:attr:`RowBand.probabilities`).
         """
         _check_positive("scene_height", scene_height)
         _check_positive("scene_width", scene_width)
@@ -148,6 +153,7 @@ class RowBandStitcher:
         self.chip_size = int(chip_size)
         self.stride = int(stride)
         self.device = torch.device(device)
+        self.probabilities = bool(probabilities)
         self._weights = _validated_weights(weights, self.chip_size).to(self.device)
         rows = min(self.chip_size, self.scene_height)
         self._logit_sum = torch.zeros(self.num_labels, rows, self.scene_width, device=self.device)
@@ -226,8 +232,8 @@ class RowBandStitcher:
             raise ValueError(
                 f"the model returned non-finite logits for scene rows {self._origin}..{finished_until - 1}"
             )
-        class_ids, confidence = _decide(logit_sum, self._weight_sum[:height])
-        band = RowBand(self._origin, class_ids, confidence)
+        class_ids, confidence, probabilities = _decide(logit_sum, self._weight_sum[:height], self.probabilities)
+        band = RowBand(self._origin, class_ids, confidence, probabilities)
         # Slide the buffer up by `height` rows in place (no reallocation: its size must stay constant).
         kept = self._logit_sum.shape[1] - height
         if kept > 0:
@@ -263,13 +269,23 @@ def _first_argmax(values: torch.Tensor) -> torch.Tensor:
     return class_ids
 
 
-def _decide(logit_sum: torch.Tensor, weight_sum: torch.Tensor) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-    """Class ids and confidence from ``(L, h, W)`` weighted logit sums and ``(h, W)`` weight sums."""
+def quantise_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
+    """Probabilities in [0, 1] as uint8 ``round(255 p)`` (0 -> 0, 1 -> 255; an error of at most 1/510)."""
+    return (probabilities * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _decide(
+    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool = False
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8] | None]:
+    """Class ids, confidence and (if asked) the quantised probabilities from ``(L, h, W)`` weighted logit sums
+    and ``(h, W)`` weight sums."""
     if bool((weight_sum <= 0).any()):
         raise RuntimeError("internal error: a finished row has a pixel that no window covered")
     class_ids = _first_argmax(logit_sum)
-    confidence = torch.softmax(logit_sum / weight_sum, dim=0).amax(dim=0)
-    return class_ids.cpu().numpy(), confidence.to(torch.float32).cpu().numpy()
+    softmax = torch.softmax(logit_sum / weight_sum, dim=0)
+    confidence = softmax.amax(dim=0)
+    quantised = quantise_probabilities(softmax).cpu().numpy() if probabilities else None
+    return class_ids.cpu().numpy(), confidence.to(torch.float32).cpu().numpy(), quantised
 
 
 def stitch_in_memory(
