@@ -179,4 +179,4 @@ def test_heatmaps_work_on_a_hierarchical_and_a_plain_vit(family: str) -> None:
     result = activation_heatmaps(model, {k: v[:1] for k, v in chips(family).items()})
     size = chip_size(family)
     assert result.frozen.shape == result.tuned.shape == (2, 3, size, size)
-    assert 0 <= float(result.tuned.min()) and float(result.tuned.max()) <= 1
+    assert float(result.tuned.min()) >= 0 and float(result.tuned.max()) <= 1
