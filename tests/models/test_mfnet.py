@@ -127,7 +127,9 @@ def test_bad_inputs_get_clear_errors() -> None:
         model(pixel_values={"optical": x["optical"]})
     with pytest.raises(ValueError, match=r"unexpected \['sar'\]"):
         model(pixel_values={**x, "sar": x["dsm"]})
-    with pytest.raises(ValueError, match=r"pixel_values\['dsm'\] must be \(B, 1, H, W\)"):
+    with pytest.raises(
+        ValueError, match=r"pixel_values\['dsm'\] has 3 channels, but the model's modality 'dsm' takes 1"
+    ):
         model(pixel_values={**x, "dsm": x["optical"]})
     with pytest.raises(ValueError, match="takes 256x256 chips"):
         model(pixel_values={k: v[..., :128, :128] for k, v in x.items()})
