@@ -257,6 +257,11 @@ def add_predict_parser(subparsers: Any) -> None:
         "--probabilities", metavar="PATH", help="also write per-class probabilities (uint8 0-255, a band per class)"
     )
     p.add_argument("--summary", metavar="JSON", help="also write a summary: scenes, pixels, class areas, MP/s")
+    p.add_argument(
+        "--vector", metavar="GPKG", help='also write class polygons (GeoPackage; pip install "mfpeft[vector]")'
+    )
+    p.add_argument("--simplify", type=float, default=0.0, metavar="M", help="--vector: simplify tolerance (map units)")
+    p.add_argument("--min-area", type=float, default=0.0, metavar="M2", help="--vector: drop smaller polygons")
     p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
     p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
     p.add_argument("--preview-labels-only", action="store_true", help="no optical / DSM panels in the preview")
@@ -289,6 +294,9 @@ def _prediction_options(args: argparse.Namespace, bands: dict[str, list[int]]) -
         scaling=scaling_options(args),
         probabilities=args.probabilities,
         summary=args.summary,
+        vector=args.vector,
+        vector_simplify=args.simplify,
+        vector_min_area=args.min_area,
     )
 
 
@@ -322,7 +330,7 @@ def run_predict(args: argparse.Namespace) -> int:
             f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, "
             f"{result.seconds:.1f} s, {result.megapixels_per_second:.2f} MP/s)"
         )
-        for extra in (result.confidence, result.probabilities, result.preview):
+        for extra in (result.confidence, result.probabilities, result.preview, result.vector):
             if extra is not None:
                 print(f"wrote {extra}")
     if args.summary:

@@ -38,8 +38,8 @@ class VectorOptions:
     block: int = 4096
 
     def __post_init__(self) -> None:
-        check_number("simplify", self.simplify, 0)
-        check_number("min_area", self.min_area, 0)
+        check_number("vector_simplify", self.simplify, 0)
+        check_number("vector_min_area", self.min_area, 0)
         check_number("block", self.block, 16, integer=True)
 
 
@@ -50,6 +50,11 @@ class VectorSummary:
     path: Path
     polygons: int = 0
     class_areas: dict[str, float] = field(default_factory=dict)
+
+
+def check_vector_libraries() -> None:
+    """ValueError (how to install them) unless the vector extra's libraries import."""
+    _vector_libraries()
 
 
 def _vector_libraries() -> tuple[Any, Any]:

@@ -84,6 +84,8 @@ class PredictionResult:
     """Area of one output pixel in map units, ``|a e - b d|`` of the transform (None without one)."""
     area_unit: str = "pixel"
     """What :attr:`pixel_area` is measured in: ``"square metre"`` for a CRS in metres, ``"pixel"`` without one."""
+    vector: Path | None = None
+    """The GeoPackage of class polygons, when asked for (``PredictionOptions.vector``)."""
 
     @property
     def megapixels_per_second(self) -> float:
@@ -517,9 +519,16 @@ def _predict_local(
         "probabilities": options.probabilities,
         "preview": options.preview,
         "summary": options.summary,
+        "vector": options.vector,
     }
     checked = check_scene(model, rasters, outputs, options)
     scene, chips, writer = _write_scene(checked, options, progress)
+    vector = checked.outputs.get("vector")
+    if vector is not None:
+        from mfpeft.data.vectorise import VectorOptions, write_class_polygons
+
+        vector_options = VectorOptions(simplify=options.vector_simplify, min_area=options.vector_min_area)
+        write_class_polygons(checked.outputs["output"], vector, writer.class_names, vector_options)
     pixel_area, area_unit = pixel_area_of(scene.profile)
     return PredictionResult(
         output=checked.outputs["output"],
@@ -533,6 +542,7 @@ def _predict_local(
         probabilities=checked.outputs.get("probabilities"),
         pixel_area=pixel_area,
         area_unit=area_unit,
+        vector=vector,
     )
 
 

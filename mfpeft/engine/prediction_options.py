@@ -59,6 +59,9 @@ class PredictionOptions:
             the overlap-averaged logits, ``round(255 p)``; nodata pixels 0 and masked (an internal mask band).
         summary: optional path of a JSON summary of the run: scenes, pixels, class pixels and areas in map units,
             megapixels per second (:func:`mfpeft.engine.prediction_summary.run_summary`).
+        vector: optional path of a GeoPackage of class polygons (``class_id``, ``class_name``, ``area``; the CRS
+            of the class map), made from the written class map (:mod:`mfpeft.data.vectorise`; the ``vector``
+            extra). ``vector_simplify`` (map units) and ``vector_min_area`` (map units squared) as there.
     """
 
     chip_size: int | None = None
@@ -79,6 +82,9 @@ class PredictionOptions:
     scaling: Mapping[str, Any] | None = None
     probabilities: str | Path | None = None
     summary: str | Path | None = None
+    vector: str | Path | None = None
+    vector_simplify: float = 0.0
+    vector_min_area: float = 0.0
 
     def __post_init__(self) -> None:
         if not _positive_integer(self.batch_size):
@@ -87,6 +93,11 @@ class PredictionOptions:
             raise ValueError(f"weights={self.weights!r} must be one of {WEIGHT_MODES}")
         if self.bf16 != "auto" and not isinstance(self.bf16, bool):
             raise ValueError(f"bf16 must be True, False or 'auto', got {self.bf16!r}")
+        if self.vector is not None:
+            from mfpeft.data.vectorise import VectorOptions, check_vector_libraries
+
+            check_vector_libraries()
+            VectorOptions(simplify=self.vector_simplify, min_area=self.vector_min_area)
         if self.gdal_cache_mb is not None and not _positive_integer(self.gdal_cache_mb):
             raise ValueError(f"gdal_cache_mb={self.gdal_cache_mb!r} must be a positive integer (MiB) or None")
 

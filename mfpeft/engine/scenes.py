@@ -1,10 +1,10 @@
 """Many scenes in one run (a scenes CSV file).
 
-:func:`predict_scenes` reads a CSV file with one column per modality of the model plus ``output`` (and
-optionally ``confidence``, ``probabilities``, ``preview``), one row per scene, and predicts every scene with the
+:func:`predict_scenes` reads a CSV file with one column per modality of the model plus ``output`` (and optionally
+``confidence``, ``probabilities``, ``preview``, ``vector``), one row per scene, and predicts every scene with the
 model loaded once, writing each output under an output folder. Before the first scene is predicted the file, the
-columns, every cell, every output path and every input (URLs and mosaic tiles opened) are checked, so a bad
-scenes file or a bad input of any scene writes nothing.
+columns, every cell, every output path and every input (URLs and mosaic tiles opened) are checked, so a bad scenes
+file or a bad input of any scene writes nothing.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mfpeft.engine.prediction_summary import write_summary
 
 __all__ = ["EXTRA_COLUMNS", "SceneRow", "predict_scenes", "read_scenes"]
 
-EXTRA_COLUMNS = ("confidence", "probabilities", "preview")
+EXTRA_COLUMNS = ("confidence", "probabilities", "preview", "vector")
 """Optional columns of a scenes file: further outputs of a scene, relative to the output folder."""
 
 
@@ -150,9 +150,9 @@ def predict_scenes(
     Args:
         model: as for :func:`~mfpeft.engine.predict.predict_scene` (loaded once).
         scenes: a CSV file: a header with one column per modality of the model plus ``output`` (optionally
-            ``confidence``, ``probabilities``, ``preview``), one row per scene; inputs as ``predict_scene`` takes
-            them (paths, URLs, glob patterns, ``@list.txt``; relative ones relative to the file's folder),
-            outputs relative to ``output_dir``.
+            ``confidence``, ``probabilities``, ``preview``, ``vector``), one row per scene; inputs as
+            ``predict_scene`` takes them (paths, URLs, glob patterns, ``@list.txt``; relative ones relative to the
+            file's folder), outputs relative to ``output_dir``.
         output_dir: an existing folder.
         options, **fields: as for ``predict_scene``; ``summary`` is written once for the whole run.
 
@@ -180,6 +180,7 @@ def predict_scenes(
                 confidence=row.outputs.get("confidence"),
                 probabilities=row.outputs.get("probabilities"),
                 preview=row.outputs.get("preview"),
+                vector=row.outputs.get("vector"),
             )
             results.append(predict_scene(loaded, local, row.outputs["output"], scene_options))
     if options.summary is not None:

@@ -59,7 +59,7 @@ def test_simplify_and_min_area(tmp_path: Path) -> None:
 
 
 def test_bad_options_and_ids_are_named(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"simplify=-1"):
+    with pytest.raises(ValueError, match=r"vector_simplify=-1"):
         VectorOptions(simplify=-1)
     _class_map(tmp_path / "labels.tif")
     with pytest.raises(ValueError, match=r"class ids \[2\] are not among the model's 2 classes"):

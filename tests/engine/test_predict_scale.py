@@ -370,3 +370,33 @@ def test_scenes_and_single_scene_flags_do_not_mix(
         status, lines = run_cli(argv, capfd)
         assert status == 1 and len(lines) == 1 and expected in lines[0], (name, lines)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scenes.csv"]
+
+
+# -- polygons ------------------------------------------------------------------------------------------------------
+def test_vector_polygons_carry_the_class_map(tmp_path: Path) -> None:
+    pyogrio = pytest.importorskip("pyogrio")
+    model = tiny_mfnet()
+    with torch.no_grad():
+        model.decoder.head[2].weight.mul_(400)  # decided classes: several of them on the scene
+    scene = write_scene(tmp_path, 300, 280)
+    out, vector = tmp_path / "labels.tif", tmp_path / "labels.gpkg"
+    result = predict_scene(model, scene, out, vector=vector, **OPTIONS)
+    assert result.vector == vector
+    labels = read_band(out)
+    meta = pyogrio.read_info(vector)
+    with rasterio.open(out) as ref:
+        assert rasterio.crs.CRS.from_user_input(meta["crs"]) == ref.crs
+    _, _, _, (ids, names, areas) = pyogrio.raw.read(vector, read_geometry=False)
+    class_names = list(model.config.id2label.values())
+    for index in np.unique(labels[labels != 255]):
+        assert areas[ids == index].sum() == pytest.approx(float((labels == index).sum()) * PIXEL * PIXEL)
+        assert set(names[ids == index]) == {class_names[index]}
+    simplified = tmp_path / "simple.gpkg"
+    predict_scene(model, scene, tmp_path / "again.tif", vector=simplified, vector_simplify=PIXEL, **OPTIONS)
+    _, _, _, (s_ids, _, s_areas) = pyogrio.raw.read(simplified, read_geometry=False)
+    for index in np.unique(labels[labels != 255]):
+        pixels = float((labels == index).sum()) * PIXEL * PIXEL
+        assert s_areas[s_ids == index].sum() == pytest.approx(pixels, rel=0.05)
+    with pytest.raises(ValueError, match=r"vector_min_area=-1"):
+        predict_scene(model, scene, tmp_path / "bad.tif", vector=tmp_path / "bad.gpkg", vector_min_area=-1, **OPTIONS)
+    assert not (tmp_path / "bad.tif").exists() and not (tmp_path / "bad.gpkg").exists()
