@@ -413,10 +413,23 @@ def _output_pixel_bytes(checked: CheckedScene) -> int:
     return 1 + sum(size for what, size in extra.items() if what in checked.outputs)
 
 
+RowsWriter = Callable[[CheckedScene, Scene, PredictionWriter], int]
+"""Writes every row of an opened scene into the open writer; returns the chip count."""
+
+
+def predicted_rows(options: PredictionOptions, progress: ProgressCallback | None) -> RowsWriter:
+    """The :data:`RowsWriter` that runs the model over the scene (:func:`_predict_rows`)."""
+
+    def write_rows(checked: CheckedScene, scene: Scene, writer: PredictionWriter) -> int:
+        return _predict_rows(checked, options, scene, writer, progress)
+
+    return write_rows
+
+
 def _write_scene(
-    checked: CheckedScene, options: PredictionOptions, progress: ProgressCallback | None
+    checked: CheckedScene, options: PredictionOptions, write_rows: RowsWriter
 ) -> tuple[Scene, int, PredictionWriter]:
-    """Open the scene, predict and write it at temporary names, draw the preview, then rename everything.
+    """Open the scene, write its rows (``write_rows``) at temporary names, draw the preview, then rename all.
 
     On any failure or interrupt the temporary files are deleted, so the output paths are untouched; a full
     disk becomes one `InsufficientSpaceError` naming the outputs, the bytes needed and the bytes free.
@@ -443,7 +456,7 @@ def _write_scene(
             )
             checked.model.eval().to(checked.device)
             writer.open(scene.profile)
-            chips = _predict_rows(checked, options, scene, writer, progress)
+            chips = write_rows(checked, scene, writer)
             writer.flush()  # every raster closed before the inputs and GDAL's block cache setting
         writer.close()  # the COG copies
         # Drawn before any rename, so that an interrupt while drawing leaves no output at all.
@@ -519,7 +532,14 @@ def _predict_local(
         "summary": options.summary,
     }
     checked = check_scene(model, rasters, outputs, options)
-    scene, chips, writer = _write_scene(checked, options, progress)
+    scene, chips, writer = _write_scene(checked, options, predicted_rows(options, progress))
+    return result_of(checked, scene, chips, writer, start_time)
+
+
+def result_of(
+    checked: CheckedScene, scene: Scene, chips: int, writer: PredictionWriter, start_time: float
+) -> PredictionResult:
+    """What was written for a scene, timed from ``start_time`` (a `time.perf_counter` reading)."""
     pixel_area, area_unit = pixel_area_of(scene.profile)
     return PredictionResult(
         output=checked.outputs["output"],
