@@ -55,7 +55,7 @@ from mfpeft.engine.predict import (
 from mfpeft.engine.prediction_options import PredictionOptions
 from mfpeft.engine.stitching import RowBand, RowBandStitcher, window_weights
 
-__all__ = ["SceneJob", "predict_staged", "staging_folder"]
+__all__ = ["SceneJob", "predict_direct", "predict_one", "predict_staged", "staged", "staging_folder"]
 
 OPTIONS_FILE = "options.json"
 BAND_GLOB = "band-*.npz"
@@ -374,11 +374,14 @@ def _progress_bar(plans: Sequence[PlannedScene], group: _Group) -> tuple[Any, Ca
     return bar, update
 
 
-def predict_staged(model: Any, given: Any, jobs: Sequence[SceneJob], resume: bool) -> list[PredictionResult]:
+def predict_staged(
+    model: Any, given: Any, jobs: Sequence[SceneJob], resume: bool, *, start_time: float | None = None
+) -> list[PredictionResult]:
     """Predict ``jobs`` with the loaded ``model`` (``given``: as the caller named it, for the fingerprint),
-    shared out over the launched processes, each band staged; every process returns the results (process 0's
-    are the written files; others return an empty list)."""
-    start_time = time.perf_counter()
+    shared out over the launched processes, each band staged. Process 0 returns the results of the scenes it
+    wrote, the others an empty list; times run from ``start_time`` (a `time.perf_counter` reading; default now).
+    """
+    start_time = time.perf_counter() if start_time is None else start_time
     group = _Group(jobs[0].options.device if jobs else None)
     if group.device is not None:
         jobs = [dataclasses.replace(j, options=dataclasses.replace(j.options, device=group.device)) for j in jobs]
@@ -403,26 +406,58 @@ def staged(resume: bool) -> bool:
     return resume or launched_processes() > 1
 
 
+def _output_height(rasters: Mapping[str, Any]) -> int:
+    """Rows of the output grid (the first raster's), 0 if it cannot be opened (check_scene will say why)."""
+    import rasterio
+
+    first = next(iter(rasters.values()), None)
+    try:
+        with rasterio.open(raster_files(first)[0]) as src:
+            return int(src.height)
+    except Exception:
+        return 0
+
+
+def predict_direct(model: Any, jobs: Sequence[SceneJob]) -> list[PredictionResult]:
+    """Each scene of ``jobs`` in turn in this one process, unstaged, under one progress bar of output rows."""
+    from mfpeft.engine.predict import predict_scene
+
+    heights = [_output_height(job.rasters) for job in jobs]
+    results = []
+    with tqdm(total=sum(heights), desc="predict", unit="row", disable=None) as bar:
+        for job, height in zip(jobs, heights):
+            before = bar.n
+            bar.set_postfix_str(job.output.name, refresh=False)
+
+            def advance(rows: int, total: int, before: int = before) -> None:
+                bar.update(before + rows - bar.n)
+
+            results.append(predict_scene(model, job.rasters, job.output, job.options, progress=advance))
+            bar.update(before + height - bar.n)
+    return results
+
+
 def predict_one(
     model: Any, rasters: Mapping[str, Any], output: str | Path, options: PredictionOptions, *, resume: bool = False
 ) -> list[PredictionResult]:
-    """:func:`~mfpeft.engine.predict.predict_scene`, shared out over the launched processes and resumable
-    (``resume``: continue from the bands a killed or interrupted run staged). Returns the written scene's
-    result (empty when skipped as complete, and on processes other than 0)."""
+    """:func:`~mfpeft.engine.predict.predict_scene` under a progress bar, shared out over the launched
+    processes and resumable (``resume``: continue from the bands a killed or interrupted run staged). Returns
+    the written scene's result (none when skipped as complete, and on processes other than 0)."""
     import tempfile
 
     from mfpeft.data.mosaic import materialise_rasters
-    from mfpeft.engine.predict import load_mfnet, predict_scene
+    from mfpeft.engine.predict import load_mfnet
     from mfpeft.engine.prediction_summary import write_summary
 
-    if not staged(resume):
-        return [predict_scene(model, rasters, output, options)]
     start = time.perf_counter()
-    loaded = load_mfnet(model, base_model=options.base_model)
     with tempfile.TemporaryDirectory(prefix="mfpeft-inputs-") as folder:
         local = materialise_rasters(rasters, Path(folder), Path(output).stem)
         job = SceneJob(local, Path(output).expanduser(), dataclasses.replace(options, summary=None))
-        results = predict_staged(loaded, model, [job], resume)
+        if staged(resume):
+            loaded = load_mfnet(model, base_model=options.base_model)
+            results = predict_staged(loaded, model, [job], resume, start_time=start)
+        else:
+            results = predict_direct(model, [job])
     if options.summary is not None and results:
         write_summary(options.summary, results, seconds=time.perf_counter() - start)
     return results

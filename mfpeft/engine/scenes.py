@@ -26,9 +26,8 @@ from mfpeft.engine.predict import (
     check_rasters,
     load_mfnet,
     mfnet_of,
-    predict_scene,
 )
-from mfpeft.engine.predict_job import SceneJob, predict_staged, staged
+from mfpeft.engine.predict_job import SceneJob, predict_direct, predict_staged, staged
 from mfpeft.engine.prediction_options import PredictionOptions
 from mfpeft.engine.prediction_summary import write_summary
 
@@ -192,9 +191,9 @@ def predict_scenes(
             SceneJob(local, row.outputs["output"], _scene_options(options, row)) for row, local in zip(rows, inputs)
         ]
         if staged(resume):
-            results = predict_staged(loaded, model, jobs, resume)
+            results = predict_staged(loaded, model, jobs, resume, start_time=start)
         else:
-            results = [predict_scene(loaded, job.rasters, job.output, job.options) for job in jobs]
+            results = predict_direct(loaded, jobs)
     if options.summary is not None and results:
         write_summary(options.summary, results, seconds=time.perf_counter() - start)
     return results
