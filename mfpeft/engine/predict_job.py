@@ -433,6 +433,7 @@ def predict_direct(model: Any, jobs: Sequence[SceneJob]) -> list[PredictionResul
                 bar.update(before + rows - bar.n)
 
             results.append(predict_scene(model, job.rasters, job.output, job.options, progress=advance))
+            shutil.rmtree(staging_folder(job.output), ignore_errors=True)  # bands of an older run: outdated now
             bar.update(before + height - bar.n)
     return results
 
