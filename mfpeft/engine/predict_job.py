@@ -25,7 +25,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +36,18 @@ from tqdm.auto import tqdm
 
 from mfpeft.common.files import write_atomically, write_json
 from mfpeft.data.geometry import ChipWindow, axis_starts
+from mfpeft.data.mosaic import vrt_sources
 from mfpeft.data.raster import TileReader
 from mfpeft.data.scaling import Scaling
 from mfpeft.data.tile import raster_files
-from mfpeft.data.windows import Scene, read_batches
+from mfpeft.data.windows import Scene, open_scene, read_batches
 from mfpeft.data.writer import PredictionWriter
-from mfpeft.engine.evaluation import _band_plan, _cuts, _reach, launched_processes
+from mfpeft.engine.evaluation import _band_plan, _reach, _shares, launched_processes
 from mfpeft.engine.predict import (
     CheckedScene,
     PredictionResult,
     RasterPaths,
+    _output_pixel_bytes,
     _use_bf16,
     _write_scene,
     check_scene,
@@ -87,6 +89,11 @@ class SceneJob:
 
 # -- the fingerprint ----------------------------------------------------------------------------------------
 def _file_stamp(path: Path) -> list[Any]:
+    """Path, size and time of a file; for a VRT (a URL or a mosaic is read through one written at a temporary
+    path for each run) its content instead, and the stamps of the local files it reads."""
+    if path.suffix.lower() == ".vrt":
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        return [digest, *(_file_stamp(source) for source in vrt_sources(path) if source.is_file())]
     stat = path.stat()
     return [str(path.resolve()), stat.st_size, stat.st_mtime_ns]
 
@@ -190,19 +197,6 @@ def _runs(bands: range, done: set[int]) -> list[range]:
     return runs
 
 
-def _shares(plans: Sequence[PlannedScene], rank: int, world: int) -> list[tuple[int, range]]:
-    """Process ``rank``'s ``(scene index, bands)``: contiguous runs of the job's bands, one per process."""
-    cuts = _cuts([(p.reach, p.per_row) for p in plans], world)
-    start, stop, before = cuts[rank], cuts[rank + 1], 0
-    shares = []
-    for index, plan in enumerate(plans):
-        bands = range(max(start - before, 0), min(stop - before, len(plan.reach)))
-        if bands:
-            shares.append((index, bands))
-        before += len(plan.reach)
-    return shares
-
-
 # -- computing bands -------------------------------------------------------------------------------------
 def _save_band(scene: Scene, band: RowBand, path: Path) -> None:
     class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence)
@@ -256,11 +250,7 @@ def _compute_run(plan: PlannedScene, scene: Scene, run: range, on_band: Callable
 
 
 def _compute_share(plan: PlannedScene, bands: range, on_band: Callable[[], None]) -> None:
-    from contextlib import ExitStack
-
-    from mfpeft.data.windows import open_scene
-    from mfpeft.engine.predict import _output_pixel_bytes
-
+    """The bands of ``bands`` not staged yet, run by run, in one opening of the scene."""
     runs = _runs(bands, done_bands(plan.staging))
     if not runs:
         return
@@ -390,7 +380,7 @@ def predict_staged(
     _prepare_staging(plans, group, resume)
     bar, update = _progress_bar(plans, group)
     with bar:
-        for index, bands in _shares(plans, group.rank, group.world):
+        for index, bands in _shares([(p.reach, p.per_row) for p in plans], group.rank, group.world):
             bar.set_postfix_str(plans[index].job.output.name, refresh=False)
             _compute_share(plans[index], bands, update)
         group.barrier()

@@ -225,3 +225,22 @@ def test_interrupt_keeps_the_staged_bands_and_says_how_to_resume(inputs: dict[st
     assert child.returncode == 128 + signal.SIGINT
     assert [p.name for p in out.iterdir()] == [staging.name], "no output, no temporary file: only the staging"
     assert list(staging.glob(BAND_GLOB)) and not list(staging.glob(f".*{TEMP_MARK}*"))
+
+
+def test_a_mosaic_input_has_the_same_fingerprint_in_every_run(tmp_path: Path) -> None:
+    """Mosaics (and URLs) are read through a VRT written at a new temporary path each run: resuming compares
+    the VRT's content and its tiles, not that path; changing a tile changes the fingerprint."""
+    from mfpeft.data.mosaic import materialise_rasters
+    from mfpeft.engine.predict_job import _file_stamp
+    from tests.engine.test_predict_scale import write_tiles
+
+    scene = write_scene(tmp_path, 64, 80)
+    tiles = write_tiles(scene["optical"], tmp_path / "tiles", [0, 30, 64], [0, 80], "rgb")
+    stamps = []
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        local = materialise_rasters({"optical": str(tmp_path / "tiles" / "rgb_*.tif")}, tmp_path / run, "labels")
+        stamps.append(_file_stamp(Path(local["optical"])))
+    assert stamps[0] == stamps[1]
+    os.utime(tiles[1], ns=(1, 1))  # another tile now
+    assert _file_stamp(Path(local["optical"])) != stamps[0]
