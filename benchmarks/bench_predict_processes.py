@@ -1,11 +1,11 @@
 """Whole-scene prediction on 1 and 2 processes: throughput (megapixels per second) of the same scene.
 
 Generates a 2048 x 2048 scene (``benchmarks/bench_predict.py``'s) and saves the tiny random MFNet of that
-benchmark, then runs ``accelerate launch --cpu --num_processes N -m mfpeft.cli predict`` for each N, one thread
-per process (``OMP_NUM_THREADS=1``), and prints per run the wall time of the command (start-up, model loading
-and writing included), the seconds the command itself reports (from just before the model is loaded), the
-megapixels per second of both, the load average before and after, and whether the rasters equal the first
-run's bit for bit.
+benchmark, then runs ``ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N -m mfpeft.cli
+predict`` for each N (``--cpu`` for 1), one thread per process (``OMP_NUM_THREADS=1``), and prints per run the
+wall time of the command (start-up, model loading and writing included), the seconds the command itself
+reports (from just before the model is loaded), the megapixels per second of both, the load average before
+and after, and whether the rasters equal the first run's bit for bit.
 
     python benchmarks/bench_predict_processes.py                       # 1 and 2 processes, default stride
     python benchmarks/bench_predict_processes.py --processes 1 2 4 --stride 256 --json /tmp/bench.json
@@ -43,13 +43,16 @@ def run(processes: int, rasters: dict[str, Path], model: Path, out: Path, args: 
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    command = ["accelerate", "launch", "--cpu", "--num_processes", str(processes), "--num_machines", "1"]
+    # Plain `accelerate launch --cpu --num_processes 2` starts one process: several CPU processes need
+    # --multi_gpu with ACCELERATE_USE_CPU=true (as for the training, docs/training.md).
+    several = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    command = ["accelerate", "launch", *several, "--num_processes", str(processes), "--num_machines", "1"]
     command += ["--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mfpeft.cli", "predict"]
     command += ["--model", str(model), "--optical", str(rasters["optical"]), "--dsm", str(rasters["dsm"])]
     command += ["--output", str(out / "labels.tif"), "--confidence", str(out / "confidence.tif")]
     command += ["--batch-size", str(args.batch_size), "--device", "cpu", "--bf16", "off"]
     command += ["--stride", str(args.stride)] if args.stride else []
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "ACCELERATE_USE_CPU": "true"}
     before = load_average()
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)

@@ -244,3 +244,16 @@ def test_a_mosaic_input_has_the_same_fingerprint_in_every_run(tmp_path: Path) ->
     assert stamps[0] == stamps[1]
     os.utime(tiles[1], ns=(1, 1))  # another tile now
     assert _file_stamp(Path(local["optical"])) != stamps[0]
+
+
+def test_resumed_scenes_file_skips_the_complete_scenes_one_line_each(
+    inputs: dict[str, Path], reference: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main([*scenes_argv(inputs, tmp_path), "--resume"]) == 0  # one process, staged
+    assert files_of(tmp_path) == files_of(reference / "scenes")
+    (tmp_path / "s1.tif").unlink()  # as if killed before s1 was written (its bands gone too)
+    capfd.readouterr()
+    assert cli_main([*scenes_argv(inputs, tmp_path), "--resume"]) == 0
+    lines = [line for line in capfd.readouterr().out.splitlines() if not line.startswith("wrote")]
+    assert lines == [f"skipped {tmp_path / name}: complete from an earlier run" for name in ("s0.tif", "s2.tif")]
+    assert files_of(tmp_path) == files_of(reference / "scenes")
