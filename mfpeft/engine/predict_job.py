@@ -336,10 +336,13 @@ def _prepare_staging(plans: Sequence[PlannedScene], group: _Group, resume: bool)
 
 
 def _unfinished(jobs: Sequence[SceneJob], group: _Group, resume: bool) -> list[SceneJob]:
-    """With ``resume``: the jobs left to do; one line per scene skipped (its output complete, no staging)."""
+    """With ``resume``: the jobs left to do; one line per scene skipped (every output it asks for exists, and no
+    staging folder)."""
     left = []
     for job in jobs:
-        if resume and job.output.is_file() and not staging_folder(job.output).exists():
+        extra = (job.options.confidence, job.options.probabilities, job.options.preview)
+        written = [job.output, *(Path(path).expanduser() for path in extra if path is not None)]
+        if resume and all(path.is_file() for path in written) and not staging_folder(job.output).exists():
             _say(group, f"skipped {job.output}: complete from an earlier run")
         else:
             left.append(job)
