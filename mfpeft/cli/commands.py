@@ -139,7 +139,7 @@ SUBCOMMANDS: list[Callable[[Any], None]] = [add_prepare_parser, add_train_parser
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="mfpeft", description="Multimodal parameter-efficient fine-tuning of SAM (MFNet)."
+        prog="mfpeft", description="Multimodal parameter-efficient fine-tuning of vision foundation models (MFNet)."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for add in SUBCOMMANDS:
@@ -265,10 +265,20 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--cog", action="store_true", help="write Cloud Optimised GeoTIFFs")
     p.add_argument("--preview", metavar="PNG", help="also write a colour quick-look with a legend")
     p.add_argument("--preview-labels-only", action="store_true", help="no optical / DSM panels in the preview")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep completed row bands beside each output (.NAME.partial/) and continue a killed or interrupted "
+        "run from them, skipping complete scenes (runs on several processes always keep them)",
+    )
     p.set_defaults(func=run_predict, on_interrupt=_predict_interrupted)
 
 
 def _predict_interrupted(args: argparse.Namespace) -> str:
+    from mfpeft.engine.predict_job import staged
+
+    if staged(args.resume):
+        return "the completed row bands are kept; rerun with --resume to continue"
     if args.scenes:
         return "the scenes already predicted are complete; the interrupted one left nothing"
     return _nothing_written(args)
@@ -315,16 +325,16 @@ def _check_predict_flags(args: argparse.Namespace, rasters: dict[str, Any]) -> N
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from mfpeft.engine.predict import predict_scene
+    from mfpeft.engine.predict_job import predict_one
     from mfpeft.engine.scenes import predict_scenes
 
     rasters, bands = _scene_rasters(args)
     _check_predict_flags(args, rasters)
     options = _prediction_options(args, bands)
     if args.scenes:
-        results = predict_scenes(args.model, args.scenes, args.output_dir, options)
+        results = predict_scenes(args.model, args.scenes, args.output_dir, options, resume=args.resume)
     else:
-        results = [predict_scene(args.model, rasters, args.output, options)]
+        results = predict_one(args.model, rasters, args.output, options, resume=args.resume)
     for result in results:
         print(
             f"wrote {result.output} ({result.height} x {result.width}, {result.chips} chips, "
@@ -333,7 +343,7 @@ def run_predict(args: argparse.Namespace) -> int:
         for extra in (result.confidence, result.probabilities, result.preview, result.vector):
             if extra is not None:
                 print(f"wrote {extra}")
-    if args.summary:
+    if args.summary and results:
         print(f"wrote {args.summary}")
     return 0
 

@@ -415,10 +415,23 @@ def _output_pixel_bytes(checked: CheckedScene) -> int:
     return 1 + sum(size for what, size in extra.items() if what in checked.outputs)
 
 
+RowsWriter = Callable[[CheckedScene, Scene, PredictionWriter], int]
+"""Writes every row of an opened scene into the open writer; returns the chip count."""
+
+
+def predicted_rows(options: PredictionOptions, progress: ProgressCallback | None) -> RowsWriter:
+    """The :data:`RowsWriter` that runs the model over the scene (:func:`_predict_rows`)."""
+
+    def write_rows(checked: CheckedScene, scene: Scene, writer: PredictionWriter) -> int:
+        return _predict_rows(checked, options, scene, writer, progress)
+
+    return write_rows
+
+
 def _write_scene(
-    checked: CheckedScene, options: PredictionOptions, progress: ProgressCallback | None
+    checked: CheckedScene, options: PredictionOptions, write_rows: RowsWriter
 ) -> tuple[Scene, int, PredictionWriter]:
-    """Open the scene, predict and write it at temporary names, draw the preview, then rename everything.
+    """Open the scene, write its rows (``write_rows``) at temporary names, draw the preview, then rename all.
 
     On any failure or interrupt the temporary files are deleted, so the output paths are untouched; a full
     disk becomes one `InsufficientSpaceError` naming the outputs, the bytes needed and the bytes free.
@@ -445,7 +458,7 @@ def _write_scene(
             )
             checked.model.eval().to(checked.device)
             writer.open(scene.profile)
-            chips = _predict_rows(checked, options, scene, writer, progress)
+            chips = write_rows(checked, scene, writer)
             writer.flush()  # every raster closed before the inputs and GDAL's block cache setting
         writer.close()  # the COG copies
         # Drawn before any rename, so that an interrupt while drawing leaves no output at all.
@@ -522,13 +535,26 @@ def _predict_local(
         "vector": options.vector,
     }
     checked = check_scene(model, rasters, outputs, options)
-    scene, chips, writer = _write_scene(checked, options, progress)
-    vector = checked.outputs.get("vector")
-    if vector is not None:
-        from mfpeft.data.vectorise import VectorOptions, write_class_polygons
+    scene, chips, writer = _write_scene(checked, options, predicted_rows(options, progress))
+    write_vector_output(checked, writer, options)
+    return result_of(checked, scene, chips, writer, start_time)
 
-        vector_options = VectorOptions(simplify=options.vector_simplify, min_area=options.vector_min_area)
-        write_class_polygons(checked.outputs["output"], vector, writer.class_names, vector_options)
+
+def write_vector_output(checked: CheckedScene, writer: PredictionWriter, options: PredictionOptions) -> None:
+    """The class polygons of the written class map, when ``options.vector`` asks for them."""
+    vector = checked.outputs.get("vector")
+    if vector is None:
+        return
+    from mfpeft.data.vectorise import VectorOptions, write_class_polygons
+
+    vector_options = VectorOptions(simplify=options.vector_simplify, min_area=options.vector_min_area)
+    write_class_polygons(checked.outputs["output"], vector, writer.class_names, vector_options)
+
+
+def result_of(
+    checked: CheckedScene, scene: Scene, chips: int, writer: PredictionWriter, start_time: float
+) -> PredictionResult:
+    """What was written for a scene, timed from ``start_time`` (a `time.perf_counter` reading)."""
     pixel_area, area_unit = pixel_area_of(scene.profile)
     return PredictionResult(
         output=checked.outputs["output"],
@@ -542,7 +568,7 @@ def _predict_local(
         probabilities=checked.outputs.get("probabilities"),
         pixel_area=pixel_area,
         area_unit=area_unit,
-        vector=vector,
+        vector=checked.outputs.get("vector"),
     )
 
 

@@ -26,8 +26,8 @@ from mfpeft.engine.predict import (
     check_rasters,
     load_mfnet,
     mfnet_of,
-    predict_scene,
 )
+from mfpeft.engine.predict_job import SceneJob, predict_direct, predict_staged, staged
 from mfpeft.engine.prediction_options import PredictionOptions
 from mfpeft.engine.prediction_summary import write_summary
 
@@ -138,11 +138,24 @@ def _checked_inputs(rows: Sequence[SceneRow], config: Any, folder: Path, base: P
     return checked
 
 
+def _scene_options(options: PredictionOptions, row: SceneRow) -> PredictionOptions:
+    return dataclasses.replace(
+        options,
+        summary=None,
+        confidence=row.outputs.get("confidence"),
+        probabilities=row.outputs.get("probabilities"),
+        preview=row.outputs.get("preview"),
+        vector=row.outputs.get("vector"),
+    )
+
+
 def predict_scenes(
     model: Any,
     scenes: str | Path,
     output_dir: str | Path,
     options: PredictionOptions | None = None,
+    *,
+    resume: bool = False,
     **fields: Any,
 ) -> list[PredictionResult]:
     """Predict every scene of a scenes CSV file with one model; returns a `PredictionResult` per scene.
@@ -155,6 +168,9 @@ def predict_scenes(
             file's folder), outputs relative to ``output_dir``.
         output_dir: an existing folder.
         options, **fields: as for ``predict_scene``; ``summary`` is written once for the whole run.
+        resume: continue a killed or interrupted run: scenes complete are skipped, the others continue from
+            their staged row bands (:mod:`mfpeft.engine.predict_job`; also how several launched processes
+            share the scenes out). Returns only the scenes written (none on processes other than 0).
 
     Raises:
         ValueError / FileNotFoundError: a bad scenes file or input of any scene, before anything is written.
@@ -170,19 +186,15 @@ def predict_scenes(
     rows = read_scenes(file, list(config.modality_names), folder_out)
     if options.summary is not None:
         _check_summary_apart(Path(options.summary).expanduser(), rows)
-    results = []
     with tempfile.TemporaryDirectory(prefix="mfpeft-inputs-") as scratch:
         inputs = _checked_inputs(rows, config, Path(scratch), file.parent)
-        for row, local in zip(rows, inputs):
-            scene_options = dataclasses.replace(
-                options,
-                summary=None,
-                confidence=row.outputs.get("confidence"),
-                probabilities=row.outputs.get("probabilities"),
-                preview=row.outputs.get("preview"),
-                vector=row.outputs.get("vector"),
-            )
-            results.append(predict_scene(loaded, local, row.outputs["output"], scene_options))
-    if options.summary is not None:
+        jobs = [
+            SceneJob(local, row.outputs["output"], _scene_options(options, row)) for row, local in zip(rows, inputs)
+        ]
+        if staged(resume):
+            results = predict_staged(loaded, model, jobs, resume, start_time=start)
+        else:
+            results = predict_direct(loaded, jobs)
+    if options.summary is not None and results:
         write_summary(options.summary, results, seconds=time.perf_counter() - start)
     return results
