@@ -66,7 +66,7 @@ def parse_training_arguments(argv: Sequence[str] | None = None) -> TrainingArgum
     """Parse a recipe's command line (training flags and the data-source flags of ``mfpeft prepare``)."""
     from .options import add_source_arguments, scaling_options, source_options
 
-    parser = argparse.ArgumentParser(description="Train MFNet (frozen encoder + multimodal PEFT tuner + DFM + UNetFormer).")
+    parser = argparse.ArgumentParser(description="Train MFNet (encoder + multimodal PEFT tuner + DFM + UNetFormer).")
     add_training_arguments(parser)
     add_source_arguments(parser)
     namespace = parser.parse_args(argv)
