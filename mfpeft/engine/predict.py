@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, closing, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +37,7 @@ import torch
 
 from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
+from mfpeft.data.geometry import ChipWindow
 from mfpeft.data.mosaic import Mosaic, materialise_rasters, vrt_sources
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
@@ -345,6 +346,43 @@ def _write_band(scene: Scene, writer: PredictionWriter, band: RowBand, progress:
         progress(row + class_ids.shape[0], scene.height)
 
 
+def scene_stitcher(checked: CheckedScene, options: PredictionOptions, scene: Scene) -> RowBandStitcher:
+    """The stitcher of a scene's sliding windows, as the options ask (weights, probabilities)."""
+    return RowBandStitcher(
+        scene.reader.height,
+        scene.reader.width,
+        int(checked.config.num_labels),
+        checked.chip,
+        checked.step,
+        weights=window_weights(checked.chip, options.weights),
+        device=checked.device,
+        probabilities="probabilities" in checked.outputs,
+    )
+
+
+def stitched_bands(
+    checked: CheckedScene,
+    options: PredictionOptions,
+    scene: Scene,
+    stitcher: RowBandStitcher,
+    batches: Sequence[Sequence[ChipWindow]],
+) -> Generator[RowBand, None, None]:
+    """Read ``batches`` of windows, run them through the model and yield each row band the stitcher finishes.
+
+    Close the generator (``contextlib.closing``) when stopping early: the read-ahead thread is joined then,
+    before the reader it uses is closed.
+    """
+    device = checked.device
+    bf16 = _use_bf16(options.bf16, device)
+    prefetch = device.type != "cpu" if options.prefetch is None else bool(options.prefetch)
+    chips = read_batches(scene.reader, batches, checked.channels, batch_size=options.batch_size, prefetch=prefetch)
+    with closing(chips) as hosts:
+        for batch, host in zip(batches, hosts):
+            pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(device) for m in checked.modalities}
+            logits = chip_logits(checked.model, pixel_values, tta=options.tta, bf16=bf16)
+            yield from stitcher.push_batch(batch, logits)
+
+
 def _predict_rows(
     checked: CheckedScene,
     options: PredictionOptions,
@@ -354,30 +392,14 @@ def _predict_rows(
 ) -> int:
     """Run every sliding window through the model in batches, stitch the logits and write each finished band
     of rows (and the nodata rows above and below the usable area); returns the chip count."""
-    reader, device, batch_size = scene.reader, checked.device, options.batch_size
+    reader, batch_size = scene.reader, options.batch_size
     writer.fill(0, scene.row0)
-    stitcher = RowBandStitcher(
-        reader.height,
-        reader.width,
-        int(checked.config.num_labels),
-        checked.chip,
-        checked.step,
-        weights=window_weights(checked.chip, options.weights),
-        device=device,
-        probabilities="probabilities" in checked.outputs,
-    )
+    stitcher = scene_stitcher(checked, options, scene)
     windows = stitcher.windows
     batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
-    bf16 = _use_bf16(options.bf16, device)
-    prefetch = device.type != "cpu" if options.prefetch is None else bool(options.prefetch)
-    chips = read_batches(reader, batches, checked.channels, batch_size=batch_size, prefetch=prefetch)
-    # closing: on a failure the read-ahead thread is joined here, before the reader it uses is closed.
-    with closing(chips) as hosts:
-        for batch, host in zip(batches, hosts):
-            pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(device) for m in checked.modalities}
-            logits = chip_logits(checked.model, pixel_values, tta=options.tta, bf16=bf16)
-            for band in stitcher.push_batch(batch, logits):
-                _write_band(scene, writer, band, progress)
+    with closing(stitched_bands(checked, options, scene, stitcher, batches)) as bands:
+        for band in bands:
+            _write_band(scene, writer, band, progress)
     writer.fill(scene.row0 + reader.height, scene.height)
     if progress is not None and scene.row0 + reader.height < scene.height:
         progress(scene.height, scene.height)

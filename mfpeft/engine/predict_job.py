@@ -40,7 +40,7 @@ from mfpeft.data.mosaic import vrt_sources
 from mfpeft.data.raster import TileReader
 from mfpeft.data.scaling import Scaling
 from mfpeft.data.tile import raster_files
-from mfpeft.data.windows import Scene, open_scene, read_batches
+from mfpeft.data.windows import Scene, open_scene
 from mfpeft.data.writer import PredictionWriter
 from mfpeft.engine.evaluation import _band_plan, _reach, _shares, launched_processes
 from mfpeft.engine.predict import (
@@ -51,12 +51,13 @@ from mfpeft.engine.predict import (
     _use_bf16,
     _write_scene,
     check_scene,
-    chip_logits,
     result_of,
+    scene_stitcher,
+    stitched_bands,
     write_vector_output,
 )
 from mfpeft.engine.prediction_options import PredictionOptions
-from mfpeft.engine.stitching import RowBand, RowBandStitcher, window_weights
+from mfpeft.engine.stitching import RowBand
 
 __all__ = ["SceneJob", "predict_direct", "predict_one", "predict_staged", "staged", "staging_folder"]
 
@@ -216,16 +217,7 @@ def _compute_run(plan: PlannedScene, scene: Scene, run: range, on_band: Callable
     """Bands ``run`` of a scene, each saved in its staging folder as soon as it is finished."""
     checked, options = plan.checked, plan.job.options
     reader, device, batch_size = scene.reader, checked.device, options.batch_size
-    stitcher = RowBandStitcher(
-        reader.height,
-        reader.width,
-        int(checked.config.num_labels),
-        checked.chip,
-        checked.step,
-        weights=window_weights(checked.chip, options.weights),
-        device=device,
-        probabilities="probabilities" in checked.outputs,
-    )
+    stitcher = scene_stitcher(checked, options, scene)
     windows = stitcher.windows
     band_plan = _band_plan(reader.height, reader.width, checked.chip, checked.step, run, batch_size)
     zeros = torch.zeros(stitcher.num_labels, windows[0].height, windows[0].width, device=device)
@@ -234,20 +226,14 @@ def _compute_run(plan: PlannedScene, scene: Scene, run: range, on_band: Callable
     starts = range(band_plan.run_from, band_plan.run_until, batch_size)
     batches: list[list[ChipWindow]] = [windows[s : s + batch_size] for s in starts]
     band_of = {row: k for k, row in enumerate(plan.starts)}
-    bf16 = _use_bf16(options.bf16, device)
-    prefetch = device.type != "cpu" if options.prefetch is None else bool(options.prefetch)
-    chips = read_batches(reader, batches, checked.channels, batch_size=batch_size, prefetch=prefetch)
-    with closing(chips) as hosts:
-        for batch, host in zip(batches, hosts):
-            pixel_values = {m: torch.from_numpy(host[m][: len(batch)]).to(device) for m in checked.modalities}
-            logits = chip_logits(checked.model, pixel_values, tta=options.tta, bf16=bf16)
-            for band in stitcher.push_batch(batch, logits):
-                k = band_of[band.row_start]
-                if k in run:
-                    _save_band(scene, band, _band_file(plan.staging, k))
-                    on_band()
-                if k >= run.stop - 1:
-                    return
+    with closing(stitched_bands(checked, options, scene, stitcher, batches)) as bands:
+        for band in bands:
+            k = band_of[band.row_start]
+            if k in run:
+                _save_band(scene, band, _band_file(plan.staging, k))
+                on_band()
+            if k >= run.stop - 1:
+                return
 
 
 def _compute_share(plan: PlannedScene, bands: range, on_band: Callable[[], None]) -> None:

@@ -165,11 +165,6 @@ class MFNetForSegmentation(MFNetPreTrainedModel):
         family, vision = self.config.encoder_family, self.config.vision_config
         return family.name, family.hidden_size(vision), family.num_layers(vision)
 
-    @property
-    def hierarchical(self) -> bool:
-        """Whether the encoder hands four level maps (Hiera) rather than one 1/16 map."""
-        return len(self.config.encoder_family.feature_channels(self.config.vision_config)) > 1
-
     def stack_modalities(self, pixel_values: dict[str, torch.Tensor]) -> torch.Tensor:
         """Validate, normalise and stack the inputs: {name: (B, C_m, S, S)} -> (M·B, 3, S, S), modality-major."""
         if not isinstance(pixel_values, dict):

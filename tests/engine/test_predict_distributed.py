@@ -99,16 +99,16 @@ def raster_content(path: Path) -> Any:
 def run_commands(out_dir: Path) -> None:
     """Each command of ``out_dir/commands.json`` through the CLI; records per process its status, stdout and
     the chips it ran."""
-    from mfpeft.engine import predict_job
+    from mfpeft.engine import predict as predict_module
 
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
-    chips, chip_logits = [0], predict_job.chip_logits
+    chips, chip_logits = [0], predict_module.chip_logits
 
     def counting(model: Any, pixel_values: dict[str, torch.Tensor], **options: Any) -> torch.Tensor:
         chips[0] += len(next(iter(pixel_values.values())))
         return chip_logits(model, pixel_values, **options)
 
-    predict_job.chip_logits = counting  # type: ignore[assignment]
+    predict_module.chip_logits = counting  # type: ignore[assignment]  # what stitched_bands calls
     records = []
     for argv in json.loads((out_dir / "commands.json").read_text()):
         chips[0], stdout = 0, io.StringIO()

@@ -213,6 +213,13 @@ def tokens_to_map(tokens: torch.Tensor, grid: int) -> torch.Tensor:
     return tokens.transpose(1, 2).unflatten(2, (grid, grid))
 
 
+def vit_patch_map(module: Any, pixel_values: torch.Tensor, patch: int, skip: int) -> list[torch.Tensor]:
+    """A plain ViT's (transformers ``*Model``) last hidden states without its first ``skip`` tokens ([CLS],
+    registers), as one channels-first map: (N, 3, S, S) -> [(N, D, S / patch, S / patch)]."""
+    tokens = module(pixel_values=pixel_values).last_hidden_state[:, skip:]
+    return [tokens_to_map(tokens, pixel_values.shape[-1] // patch)]
+
+
 def layer_key_pattern(family: EncoderFamily, prefix: str = "vision_encoder") -> str:
     """Regex of one encoder layer in MFNet (or in a peft model around it), ending in ``.``."""
     return rf"(?:.*\.)?{re.escape(prefix)}\.{family.layer_pattern}"

@@ -17,7 +17,7 @@ from torch import nn
 from transformers import Dinov2Config, Dinov2WithRegistersConfig, PreTrainedConfig
 
 from ...common.validation import check_number
-from .base import EncoderFamily, EncoderWeights, resize_grid_table, tokens_to_map
+from .base import EncoderFamily, EncoderWeights, resize_grid_table, vit_patch_map
 
 VIT_ROLES = {
     "attention_q": "attention.q_proj",
@@ -73,7 +73,6 @@ class Dinov2Family(EncoderFamily):
     licence = "apache-2.0"
     example_checkpoint = "facebook/dinov2-base"
     sizes: ClassVar[Mapping[str, Mapping[str, Any]]] = _vit_sizes(14)
-    prefix_tokens = 1  # [CLS]
     antialias = False  # how DINOv2 interpolates its table at forward for other sizes
 
     def validate(self, config: PreTrainedConfig) -> None:
@@ -86,8 +85,11 @@ class Dinov2Family(EncoderFamily):
         return Dinov2Model(frozen_copy(config))
 
     def feature_maps(self, module: Any, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        tokens = module(pixel_values=pixel_values).last_hidden_state[:, self.prefix_tokens :]
-        return [tokens_to_map(tokens, pixel_values.shape[-1] // self.patch_size(module.config))]
+        return vit_patch_map(module, pixel_values, self.patch_size(module.config), self.skipped_tokens(module.config))
+
+    def skipped_tokens(self, config: Any) -> int:
+        """Tokens before the patch tokens: [CLS] (and the registers, where there are)."""
+        return 1 + int(getattr(config, "num_register_tokens", 0))
 
     def adapt_state_dict(
         self, state_dict: Mapping[str, torch.Tensor], config: PreTrainedConfig
@@ -129,11 +131,6 @@ class Dinov2WithRegistersFamily(Dinov2Family):
         from transformers import Dinov2WithRegistersModel
 
         return Dinov2WithRegistersModel(frozen_copy(config))
-
-    def feature_maps(self, module: Any, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        skip = 1 + int(module.config.num_register_tokens)  # [CLS], then the registers
-        tokens = module(pixel_values=pixel_values).last_hidden_state[:, skip:]
-        return [tokens_to_map(tokens, pixel_values.shape[-1] // self.patch_size(module.config))]
 
     def _classes(self) -> dict[str, tuple[type[nn.Module], str]]:
         from transformers import Dinov2WithRegistersModel

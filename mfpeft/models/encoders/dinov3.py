@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from transformers import DINOv3ViTConfig, PreTrainedConfig
 
-from .base import IMAGENET_MEAN_STD, EncoderFamily, EncoderWeights, tokens_to_map
+from .base import IMAGENET_MEAN_STD, EncoderFamily, EncoderWeights, vit_patch_map
 from .dinov2 import frozen_copy, validate_vit_config
 
 _ATTENTION = {
@@ -76,8 +76,7 @@ class Dinov3ViTFamily(EncoderFamily):
 
     def feature_maps(self, module: Any, pixel_values: torch.Tensor) -> list[torch.Tensor]:
         skip = 1 + int(module.config.num_register_tokens)  # [CLS], then the registers
-        tokens = module(pixel_values=pixel_values).last_hidden_state[:, skip:]
-        return [tokens_to_map(tokens, pixel_values.shape[-1] // self.patch_size(module.config))]
+        return vit_patch_map(module, pixel_values, self.patch_size(module.config), skip)
 
     def load(
         self, name_or_path: str, image_size: int, *, rel_pos: str = "pretrained", attn_implementation: str | None = None
