@@ -240,6 +240,13 @@ def add_predict_parser(subparsers: Any) -> None:
     p.add_argument("--stride", type=int, help="sliding-window step (default: half a chip; paper: 32)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument(
+        "--section-width",
+        type=int,
+        metavar="COLUMNS",
+        help="stitch wider scenes in column sections of this width, so memory does not grow with the width "
+        "(a multiple of 256; 0: the whole width at once; default: PredictionOptions.section_width, 4096)",
+    )
+    p.add_argument(
         "--weights",
         choices=("uniform", "gaussian", "cosine"),
         default="uniform",
@@ -287,6 +294,7 @@ def _predict_interrupted(args: argparse.Namespace) -> str:
 def _prediction_options(args: argparse.Namespace, bands: dict[str, list[int]]) -> Any:
     from mfpeft.engine.predict import PredictionOptions
 
+    sections = {} if args.section_width is None else {"section_width": args.section_width}
     return PredictionOptions(
         chip_size=args.chip_size,
         stride=args.stride,
@@ -307,6 +315,7 @@ def _prediction_options(args: argparse.Namespace, bands: dict[str, list[int]]) -
         vector=args.vector,
         vector_simplify=args.simplify,
         vector_min_area=args.min_area,
+        **sections,
     )
 
 

@@ -19,8 +19,10 @@ __all__ = [
     "ChipWindow",
     "axis_starts",
     "block_windows",
+    "column_sections",
     "intersect_windows",
     "random_chip_window",
+    "section_windows",
     "sliding_chip_windows",
 ]
 
@@ -79,6 +81,38 @@ def sliding_chip_windows(scene_height: int, scene_width: int, chip_size: int, st
     cols = axis_starts(scene_width, chip_size, stride)
     height = min(chip_size, scene_height)
     width = min(chip_size, scene_width)
+    return [ChipWindow(int(r), int(c), height, width) for r in rows for c in cols]
+
+
+def column_sections(width: int, section_width: int | None) -> list[tuple[int, int]]:
+    """Column ranges ``[start, stop)`` that split ``width`` columns at the multiples of ``section_width``.
+
+    Prediction stitches a wide scene one section at a time, top to bottom, so that its buffers span a section
+    and not the scene's width. ``None`` or 0: one section, the whole width.
+    """
+    _check_positive("width", width)
+    if not section_width:
+        return [(0, width)]
+    _check_positive("section_width", section_width)
+    return [(start, min(start + section_width, width)) for start in range(0, width, section_width)]
+
+
+def section_windows(
+    scene_height: int, scene_width: int, chip_size: int, stride: int, columns: tuple[int, int] | None = None
+) -> list[ChipWindow]:
+    """The windows of :func:`sliding_chip_windows` that overlap scene columns ``[start, stop)``, row-major.
+
+    Every grid row holds the same number of them; ``None``: all windows.
+    """
+    rows = axis_starts(scene_height, chip_size, stride)
+    cols = axis_starts(scene_width, chip_size, stride)
+    height = min(chip_size, scene_height)
+    width = min(chip_size, scene_width)
+    if columns is not None:
+        start, stop = columns
+        if not 0 <= start < stop <= scene_width:
+            raise ValueError(f"columns {columns} must be a non-empty range inside the {scene_width} scene columns")
+        cols = [c for c in cols if c < stop and c + width > start]
     return [ChipWindow(int(r), int(c), height, width) for r in rows for c in cols]
 
 

@@ -110,22 +110,29 @@ def check_band_counts(reader: TileReader, channels: Mapping[str, int]) -> None:
             )
 
 
-def block_cache_mb(rasters: Iterable[Path], chip_size: int, output_pixel_bytes: int = 1) -> int:
+def block_cache_mb(
+    rasters: Iterable[Path], chip_size: int, output_pixel_bytes: int = 1, section_width: int | None = None
+) -> int:
     """GDAL block cache (MiB) that holds every block a row of sliding windows reads again, and no more.
 
     Consecutive window rows share up to ``chip_size`` scene rows; with 256-row blocks the blocks of
     ``chip_size + 2 * 256`` rows of every input (all bands, native dtype) and of the output rasters
-    (``output_pixel_bytes`` per pixel: 1 for class ids, 5 with the confidence) suffice. Clamped to 16..512 MiB.
+    (``output_pixel_bytes`` per pixel: 1 for class ids, 5 with the confidence) suffice, across the columns a
+    section's windows read (``section_width`` plus a chip and a block on each side; None: the whole width).
+    Clamped to 16..512 MiB.
     """
-    need = 0
+    need, share, first_width = 0.0, 1.0, None
     for path in rasters:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.open(path) as src:
+                if first_width is None:  # the output grid's: sections are counted in its columns
+                    first_width = src.width
+                    if section_width:
+                        share = min(1.0, (section_width + 2 * (chip_size + OUTPUT_BLOCK)) / src.width)
                 pixel_bytes = sum(np.dtype(dtype).itemsize for dtype in src.dtypes)
-                need += (chip_size + 2 * OUTPUT_BLOCK) * src.width * pixel_bytes
-                width = src.width
-    need += (chip_size + 2 * OUTPUT_BLOCK) * width * output_pixel_bytes
+                need += (chip_size + 2 * OUTPUT_BLOCK) * src.width * share * pixel_bytes
+    need += (chip_size + 2 * OUTPUT_BLOCK) * (first_width or 0) * share * output_pixel_bytes
     return int(min(max(math.ceil(need / 2**20) + 8, 16), 512))
 
 
@@ -166,34 +173,53 @@ class Scene:
     def col0(self) -> int:
         return self.reader.window.col
 
+    def usable_columns(self, section: tuple[int, int]) -> tuple[int, int] | None:
+        """The reader's columns ``[start, stop)`` inside output columns ``section``; None where it has none."""
+        start = max(section[0] - self.col0, 0)
+        stop = min(section[1] - self.col0, self.reader.width)
+        return (start, stop) if start < stop else None
+
     def output_rows(
-        self, row: int, class_ids: npt.NDArray[np.uint8], confidence: npt.NDArray[np.float32]
+        self,
+        row: int,
+        class_ids: npt.NDArray[np.uint8],
+        confidence: npt.NDArray[np.float32],
+        col: int = 0,
+        section: tuple[int, int] | None = None,
     ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
-        """Rows ``row..`` of the usable area, ``(rows, reader.width)``, as full-width output rows ``(rows,
-        width)``: nodata (`IGNORE_INDEX`, confidence 0) where the first raster is nodata in every band and
-        outside the usable area."""
-        reader, rows = self.reader, class_ids.shape[0]
+        """Rows ``row..`` and columns ``col..`` of the usable area, ``(rows, w)``, as the output rows of the
+        output columns ``section`` (default: all), ``(rows, section width)``: nodata (`IGNORE_INDEX`,
+        confidence 0) where the first raster is nodata in every band and outside the usable area."""
+        reader, (rows, width) = self.reader, class_ids.shape
         if self.mask_reader is not None:
-            window = ChipWindow(row, 0, rows, reader.width)  # the mask reader reads the reader's window
+            window = ChipWindow(row, col, rows, width)  # the mask reader reads the reader's window
             missing = np.isnan(self.mask_reader.read_raw(reader.modalities[0], window)).all(axis=0)
             if missing.any():
                 class_ids = np.where(missing, np.uint8(IGNORE_INDEX), class_ids)
                 confidence = np.where(missing, np.float32(0), confidence)
-        if self.col0 == 0 and reader.width == self.width:
+        first, last = (0, self.width) if section is None else section
+        offset = self.col0 + col - first
+        if offset == 0 and width == last - first:
             return class_ids, confidence
-        full_ids = np.full((rows, self.width), IGNORE_INDEX, np.uint8)
-        full_ids[:, self.col0 : self.col0 + reader.width] = class_ids
-        full_confidence = np.zeros((rows, self.width), np.float32)
-        full_confidence[:, self.col0 : self.col0 + reader.width] = confidence
+        full_ids = np.full((rows, last - first), IGNORE_INDEX, np.uint8)
+        full_ids[:, offset : offset + width] = class_ids
+        full_confidence = np.zeros((rows, last - first), np.float32)
+        full_confidence[:, offset : offset + width] = confidence
         return full_ids, full_confidence
 
     def output_probabilities(
-        self, probabilities: npt.NDArray[np.uint8], class_ids: npt.NDArray[np.uint8]
+        self,
+        probabilities: npt.NDArray[np.uint8],
+        class_ids: npt.NDArray[np.uint8],
+        col: int = 0,
+        section: tuple[int, int] | None = None,
     ) -> npt.NDArray[np.uint8]:
-        """Quantised probabilities ``(L, rows, reader.width)`` of the usable area as full-width output rows
-        ``(L, rows, width)``, 0 where the full-width ``class_ids`` of :meth:`output_rows` are nodata."""
-        full = np.zeros((probabilities.shape[0], class_ids.shape[0], self.width), np.uint8)
-        full[:, :, self.col0 : self.col0 + self.reader.width] = probabilities
+        """Quantised probabilities ``(L, rows, w)`` of the usable area from column ``col`` as the output rows
+        ``(L, rows, section width)``, 0 where the ``class_ids`` of :meth:`output_rows` are nodata."""
+        first, last = (0, self.width) if section is None else section
+        offset = self.col0 + col - first
+        full = np.zeros((probabilities.shape[0], class_ids.shape[0], last - first), np.uint8)
+        full[:, :, offset : offset + probabilities.shape[2]] = probabilities
         full[:, class_ids == IGNORE_INDEX] = 0
         return full
 
@@ -220,12 +246,13 @@ def open_scene(
     channels: Mapping[str, int],
     cache_mb: int | None = None,
     output_pixel_bytes: int = 1,
+    section_width: int | None = None,
 ) -> Scene:
     """Open every input of ``tile`` (closed by ``stack``) under a GDAL block cache of ``cache_mb`` (default
     :func:`block_cache_mb`), checked as :func:`open_reader` does; ``channels`` lists the modalities in order."""
     if cache_mb is None:
         files = [f for ref in tile.modalities.values() for f in raster_files(ref)]
-        cache_mb = block_cache_mb(files, chip_size, output_pixel_bytes)
+        cache_mb = block_cache_mb(files, chip_size, output_pixel_bytes, section_width)
     stack.enter_context(rasterio.Env(GDAL_CACHEMAX=int(cache_mb)))
     reader = stack.enter_context(open_reader(tile, chip_size, scaling, channels))
     first = reader.modalities[0]

@@ -329,11 +329,12 @@ class PredictionWriter:
         class_ids: npt.NDArray[np.uint8],
         confidence: npt.NDArray[np.float32] | None,
         probabilities: npt.NDArray[np.uint8] | None = None,
+        col: int = 0,
     ) -> None:
-        """Full-width rows ``row..`` of class ids ``(rows, width)`` (and confidence, and probabilities
-        ``(num_classes, rows, width)``), counted in :attr:`counts`."""
+        """Rows ``row..`` and columns ``col..`` of class ids ``(rows, w)`` (and confidence, and probabilities
+        ``(num_classes, rows, w)``), counted in :attr:`counts`; ``w`` is the full width by default."""
         _add_counts(self.counts, class_ids)
-        self._write(row, class_ids, confidence, probabilities)
+        self._write(row, class_ids, confidence, probabilities, col)
 
     def _write(
         self,
@@ -341,11 +342,12 @@ class PredictionWriter:
         class_ids: npt.NDArray[np.uint8],
         confidence: npt.NDArray[np.float32] | None,
         probabilities: npt.NDArray[np.uint8] | None = None,
+        col: int = 0,
     ) -> None:
         if self.space is None:
             raise RuntimeError("PredictionWriter.open was not called")
         self.space.before_rows(class_ids.shape[0])
-        window = Window(0, row, self.width, class_ids.shape[0])
+        window = Window(col, row, class_ids.shape[1], class_ids.shape[0])
         datasets = dict(zip(self.finals, self._datasets))
         datasets[self.output].write(class_ids, 1, window=window)
         if self.confidence is not None and confidence is not None:
@@ -358,11 +360,13 @@ class PredictionWriter:
             with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True):  # in the file, not a .msk sidecar
                 dst.write_mask(np.where(class_ids == IGNORE_INDEX, np.uint8(0), np.uint8(255)), window=window)
 
-    def fill(self, start: int, stop: int) -> None:
-        """Rows ``start..stop`` outside the area every input covers: nodata, written explicitly."""
+    def fill(self, start: int, stop: int, columns: tuple[int, int] | None = None) -> None:
+        """Rows ``start..stop`` of ``columns`` (default: all) outside the area every input covers: nodata,
+        written explicitly."""
+        first, last = (0, self.width) if columns is None else columns
         for row, rows in _row_chunks(start, stop):
-            ids = np.full((rows, self.width), IGNORE_INDEX, np.uint8)
-            self._write(row, ids, np.zeros((rows, self.width), np.float32))
+            ids = np.full((rows, last - first), IGNORE_INDEX, np.uint8)
+            self._write(row, ids, np.zeros((rows, last - first), np.float32), col=first)
 
     def flush(self) -> None:
         """Flush and close the rasters (no more rows can be written)."""

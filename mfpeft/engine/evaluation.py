@@ -105,10 +105,14 @@ def _reach(height: int, chip_size: int, stride: int) -> list[int]:
     return [bisect.bisect_right(starts, top - window) for top in starts]
 
 
-def _band_plan(height: int, width: int, chip_size: int, stride: int, bands: range, batch_size: int) -> _BandPlan:
-    """Windows to run and scene rows to score for the grid-row `bands` of a `height` x `width` tile."""
+def _band_plan(
+    height: int, width: int, chip_size: int, stride: int, bands: range, batch_size: int, per_row: int | None = None
+) -> _BandPlan:
+    """Windows to run and scene rows to score for the grid-row `bands` of a `height` x `width` tile
+    (``per_row``: windows per grid row when the stitcher takes a column section only)."""
     starts = axis_starts(height, chip_size, stride)
-    per_row = len(axis_starts(width, chip_size, stride))
+    if per_row is None:
+        per_row = len(axis_starts(width, chip_size, stride))
     if not bands:
         return _BandPlan(0, 0, range(0))
     top = starts[bands.start]

@@ -37,7 +37,7 @@ import torch
 
 from mfpeft.common.runtime import prepare_process
 from mfpeft.data.checks import check_valid_share
-from mfpeft.data.geometry import ChipWindow
+from mfpeft.data.geometry import ChipWindow, column_sections
 from mfpeft.data.mosaic import Mosaic, materialise_rasters, vrt_sources
 from mfpeft.data.scaling import Scaling, default_scaling, model_input_scaling
 from mfpeft.data.tile import Tile, describe_ref, raster_files
@@ -336,18 +336,31 @@ def check_scene(
 
 
 # -- running the model on the scene --------------------------------------------------------------------------
-def _write_band(scene: Scene, writer: PredictionWriter, band: RowBand, progress: ProgressCallback | None) -> None:
-    """A finished band of rows of the usable area, masked and placed on the output grid, written."""
-    class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence)
-    probabilities = None if band.probabilities is None else scene.output_probabilities(band.probabilities, class_ids)
-    row = scene.row0 + band.row_start
-    writer.write(row, class_ids, confidence, probabilities)
-    if progress is not None:
-        progress(row + class_ids.shape[0], scene.height)
+Section = tuple[int, int]
+"""Output columns ``[start, stop)`` stitched together (:func:`mfpeft.data.geometry.column_sections`)."""
 
 
-def scene_stitcher(checked: CheckedScene, options: PredictionOptions, scene: Scene) -> RowBandStitcher:
-    """The stitcher of a scene's sliding windows, as the options ask (weights, probabilities)."""
+def output_band(scene: Scene, band: RowBand, section: Section) -> tuple[int, np.ndarray, np.ndarray, np.ndarray | None]:
+    """A finished band of the usable area as output rows of ``section``: ``(output row, class ids (h, w),
+    confidence (h, w), probabilities (L, h, w) or None)``, nodata where the first raster has none and outside
+    the usable area."""
+    class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence, band.col_start, section)
+    probabilities = None
+    if band.probabilities is not None:
+        probabilities = scene.output_probabilities(band.probabilities, class_ids, band.col_start, section)
+    return scene.row0 + band.row_start, class_ids, confidence, probabilities
+
+
+def scene_sections(scene: Scene, options: PredictionOptions) -> list[Section]:
+    """The output column sections a scene is stitched in, left to right."""
+    return column_sections(scene.width, options.section_width)
+
+
+def scene_stitcher(
+    checked: CheckedScene, options: PredictionOptions, scene: Scene, columns: Section | None = None
+) -> RowBandStitcher:
+    """The stitcher of a scene's sliding windows over the reader's ``columns`` (default: all), as the options
+    ask (weights, probabilities)."""
     return RowBandStitcher(
         scene.reader.height,
         scene.reader.width,
@@ -357,6 +370,7 @@ def scene_stitcher(checked: CheckedScene, options: PredictionOptions, scene: Sce
         weights=window_weights(checked.chip, options.weights),
         device=checked.device,
         probabilities="probabilities" in checked.outputs,
+        columns=columns,
     )
 
 
@@ -390,18 +404,54 @@ def _predict_rows(
     writer: PredictionWriter,
     progress: ProgressCallback | None,
 ) -> int:
-    """Run every sliding window through the model in batches, stitch the logits and write each finished band
-    of rows (and the nodata rows above and below the usable area); returns the chip count."""
-    reader, batch_size = scene.reader, options.batch_size
-    writer.fill(0, scene.row0)
-    stitcher = scene_stitcher(checked, options, scene)
-    windows = stitcher.windows
-    batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
-    with closing(stitched_bands(checked, options, scene, stitcher, batches)) as bands:
-        for band in bands:
-            _write_band(scene, writer, band, progress)
-    writer.fill(scene.row0 + reader.height, scene.height)
-    if progress is not None and scene.row0 + reader.height < scene.height:
+    """Every column section of the scene in turn (:func:`_predict_section`); returns the chip count."""
+    chips = 0
+    for section in scene_sections(scene, options):
+        chips += _predict_section(checked, options, scene, writer, section, _section_progress(progress, scene, section))
+    return chips
+
+
+def _section_progress(progress: ProgressCallback | None, scene: Scene, section: Section) -> ProgressCallback | None:
+    """``progress`` for the rows of one section, reported as the scene rows' equivalent in pixels done."""
+    if progress is None:
+        return None
+    done_before, width = section[0] * scene.height, section[1] - section[0]
+
+    def report(rows: int, total: int) -> None:
+        progress((done_before + rows * width) // scene.width, scene.height)
+
+    return report
+
+
+def _predict_section(
+    checked: CheckedScene,
+    options: PredictionOptions,
+    scene: Scene,
+    writer: PredictionWriter,
+    section: Section,
+    progress: ProgressCallback | None,
+) -> int:
+    """Run the sliding windows of output columns ``section`` through the model in batches, stitch the logits
+    and write each finished band of rows (and the nodata rows above and below the usable area); returns the
+    chip count."""
+    top, bottom, batch_size = scene.row0, scene.row0 + scene.reader.height, options.batch_size
+    writer.fill(0, top, section)
+    columns = scene.usable_columns(section)
+    windows: list[ChipWindow] = []
+    if columns is None:  # no input covers these columns
+        writer.fill(top, bottom, section)
+    else:
+        stitcher = scene_stitcher(checked, options, scene, columns)
+        windows = stitcher.windows
+        batches = [windows[first : first + batch_size] for first in range(0, len(windows), batch_size)]
+        with closing(stitched_bands(checked, options, scene, stitcher, batches)) as bands:
+            for band in bands:
+                row, class_ids, confidence, probabilities = output_band(scene, band, section)
+                writer.write(row, class_ids, confidence, probabilities, col=section[0])
+                if progress is not None:
+                    progress(row + class_ids.shape[0], scene.height)
+    writer.fill(bottom, scene.height, section)
+    if progress is not None:
         progress(scene.height, scene.height)
     return len(windows)
 
@@ -477,6 +527,7 @@ def _write_scene(
                 channels=checked.channels,
                 cache_mb=options.gdal_cache_mb,
                 output_pixel_bytes=_output_pixel_bytes(checked),
+                section_width=options.section_width,
             )
             checked.model.eval().to(checked.device)
             writer.open(scene.profile)

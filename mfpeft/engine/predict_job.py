@@ -1,9 +1,11 @@
 """Prediction shared out over processes and resumable: completed row bands staged next to each output.
 
 A *row band* is what :class:`~mfpeft.engine.stitching.RowBandStitcher` emits once one grid row of windows is in:
-band ``k`` is the scene rows from grid row ``k``'s start to the next one's. :func:`predict_staged` cuts the
-bands of every scene of a job into one contiguous run per process (``accelerate launch --num_processes N``),
-the cut chosen as the evaluation does (:func:`mfpeft.engine.evaluation._cuts`). A process starting inside a
+band ``k`` of a column section (:attr:`PredictionOptions.section_width`) is the section's scene rows from grid
+row ``k``'s start to the next one's. :func:`predict_staged` cuts the bands of every section of every scene of a
+job (sections are taken like scenes, left to right) into one contiguous run per process
+(``accelerate launch --num_processes N``), the cut chosen as the evaluation does
+(:func:`mfpeft.engine.evaluation._cuts`). A process starting inside a
 scene runs, whole, the one-process batches of the earlier windows that reach its first band, so each pixel's
 logit sum is made of the same chips, in the same batches, added in the same order as in one process: the
 class ids, confidence and probabilities equal a one-process run's bit for bit.
@@ -35,7 +37,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mfpeft.common.files import write_atomically, write_json
-from mfpeft.data.geometry import ChipWindow, axis_starts
+from mfpeft.data.geometry import ChipWindow, axis_starts, section_windows
 from mfpeft.data.mosaic import vrt_sources
 from mfpeft.data.raster import TileReader
 from mfpeft.data.scaling import Scaling
@@ -47,11 +49,14 @@ from mfpeft.engine.predict import (
     CheckedScene,
     PredictionResult,
     RasterPaths,
+    Section,
     _output_pixel_bytes,
     _use_bf16,
     _write_scene,
     check_scene,
+    output_band,
     result_of,
+    scene_sections,
     scene_stitcher,
     stitched_bands,
     write_vector_output,
@@ -62,7 +67,7 @@ from mfpeft.engine.stitching import RowBand
 __all__ = ["SceneJob", "predict_direct", "predict_one", "predict_staged", "staged", "staging_folder"]
 
 OPTIONS_FILE = "options.json"
-BAND_GLOB = "band-*.npz"
+BAND_GLOB = "band-*-*.npz"
 
 
 def staging_folder(output: str | Path) -> Path:
@@ -71,13 +76,21 @@ def staging_folder(output: str | Path) -> Path:
     return path.with_name(f".{path.name}.partial")
 
 
-def _band_file(staging: Path, band: int) -> Path:
-    return staging / f"band-{band:06d}.npz"
+def _band_file(staging: Path, section: int, band: int) -> Path:
+    return staging / f"band-{section:04d}-{band:06d}.npz"
 
 
-def done_bands(staging: Path) -> set[int]:
-    """The bands saved in ``staging`` (complete files only: each is renamed into place when written)."""
-    return {int(p.stem.split("-")[1]) for p in staging.glob(BAND_GLOB)} if staging.is_dir() else set()
+def done_bands(staging: Path, section: int) -> set[int]:
+    """The bands of column section ``section`` saved in ``staging`` (complete files only: each is renamed into
+    place when written)."""
+    if not staging.is_dir():
+        return set()
+    return {int(p.stem.split("-")[2]) for p in staging.glob(f"band-{section:04d}-*.npz")}
+
+
+def staged_count(staging: Path) -> int:
+    """How many bands (of every section) are saved in ``staging``."""
+    return sum(1 for _ in staging.glob(BAND_GLOB)) if staging.is_dir() else 0
 
 
 @dataclass(frozen=True)
@@ -128,6 +141,7 @@ def fingerprint(checked: CheckedScene, options: PredictionOptions, model: Any) -
         "scaling": {m: repr(s) for m, s in checked.scaling.items()},
         "confidence": "confidence" in checked.outputs,
         "probabilities": "probabilities" in checked.outputs,
+        "section_width": options.section_width,
     }
     return {name: json.dumps(value, sort_keys=True) for name, value in values.items()}
 
@@ -153,7 +167,7 @@ def check_resumable(staging: Path, expected: Mapping[str, str], output: Path) ->
 # -- the plan ---------------------------------------------------------------------------------------------
 @dataclass
 class PlannedScene:
-    """A checked scene of the job, its band grid and its staging folder."""
+    """A checked scene of the job, its band grid, its column sections and its staging folder."""
 
     job: SceneJob
     checked: CheckedScene
@@ -161,9 +175,17 @@ class PlannedScene:
     width: int
     starts: list[int]
     reach: list[int]
-    per_row: int
+    sections: list[Section]
+    """Output columns stitched together, left to right."""
+    per_row: list[int]
+    """Windows per grid row of each section (0: no input covers it, nothing to compute)."""
     staging: Path
     fingerprint: dict[str, str]
+
+    @property
+    def total_bands(self) -> int:
+        """Bands to compute over all sections."""
+        return len(self.starts) * sum(1 for n in self.per_row if n)
 
 
 def _plan_scene(model: Any, given: Any, job: SceneJob) -> PlannedScene:
@@ -178,12 +200,18 @@ def _plan_scene(model: Any, given: Any, job: SceneJob) -> PlannedScene:
     unscaled = {name: Scaling(mode="none") for name in checked.modalities}
     with TileReader(checked.tile, checked.modalities, scaling=unscaled, labels="none") as reader:
         height, width = reader.height, reader.width
+        scene = Scene(reader, None, reader.profile)
+        sections = scene_sections(scene, job.options)
+        usable = [scene.usable_columns(section) for section in sections]
     starts = axis_starts(height, checked.chip, checked.step)
     reach = _reach(height, checked.chip, checked.step)
-    per_row = len(axis_starts(width, checked.chip, checked.step))
+    per_row = [
+        0 if cols is None else len(section_windows(height, width, checked.chip, checked.step, cols)) // len(starts)
+        for cols in usable
+    ]
     staging = staging_folder(job.output)
     stamp = fingerprint(checked, job.options, given)
-    return PlannedScene(job, checked, height, width, starts, reach, per_row, staging, stamp)
+    return PlannedScene(job, checked, height, width, starts, reach, sections, per_row, staging, stamp)
 
 
 def _runs(bands: range, done: set[int]) -> list[range]:
@@ -200,11 +228,11 @@ def _runs(bands: range, done: set[int]) -> list[range]:
 
 
 # -- computing bands -------------------------------------------------------------------------------------
-def _save_band(scene: Scene, band: RowBand, path: Path) -> None:
-    class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence)
-    arrays = {"row": np.int64(scene.row0 + band.row_start), "class_ids": class_ids, "confidence": confidence}
-    if band.probabilities is not None:
-        arrays["probabilities"] = scene.output_probabilities(band.probabilities, class_ids)
+def _save_band(scene: Scene, band: RowBand, section: Section, path: Path) -> None:
+    row, class_ids, confidence, probabilities = output_band(scene, band, section)
+    arrays = {"row": np.int64(row), "class_ids": class_ids, "confidence": confidence}
+    if probabilities is not None:
+        arrays["probabilities"] = probabilities
 
     def write(temporary: Path) -> None:
         with temporary.open("wb") as handle:
@@ -213,13 +241,16 @@ def _save_band(scene: Scene, band: RowBand, path: Path) -> None:
     write_atomically(path, write)
 
 
-def _compute_run(plan: PlannedScene, scene: Scene, run: range, on_band: Callable[[], None]) -> None:
-    """Bands ``run`` of a scene, each saved in its staging folder as soon as it is finished."""
+def _compute_run(plan: PlannedScene, scene: Scene, section: int, run: range, on_band: Callable[[], None]) -> None:
+    """Bands ``run`` of a scene's column section ``section``, each saved in its staging folder as soon as it is
+    finished."""
     checked, options = plan.checked, plan.job.options
     reader, device, batch_size = scene.reader, checked.device, options.batch_size
-    stitcher = scene_stitcher(checked, options, scene)
+    stitcher = scene_stitcher(checked, options, scene, scene.usable_columns(plan.sections[section]))
     windows = stitcher.windows
-    band_plan = _band_plan(reader.height, reader.width, checked.chip, checked.step, run, batch_size)
+    band_plan = _band_plan(
+        reader.height, reader.width, checked.chip, checked.step, run, batch_size, per_row=stitcher.per_row
+    )
     zeros = torch.zeros(stitcher.num_labels, windows[0].height, windows[0].width, device=device)
     for window in windows[: band_plan.run_from]:  # reach no band of the run: zeros keep the stitcher in step
         stitcher.push(window, zeros)
@@ -230,15 +261,16 @@ def _compute_run(plan: PlannedScene, scene: Scene, run: range, on_band: Callable
         for band in bands:
             k = band_of[band.row_start]
             if k in run:
-                _save_band(scene, band, _band_file(plan.staging, k))
+                _save_band(scene, band, plan.sections[section], _band_file(plan.staging, section, k))
                 on_band()
             if k >= run.stop - 1:
                 return
 
 
-def _compute_share(plan: PlannedScene, bands: range, on_band: Callable[[], None]) -> None:
-    """The bands of ``bands`` not staged yet, run by run, in one opening of the scene."""
-    runs = _runs(bands, done_bands(plan.staging))
+def _compute_share(plan: PlannedScene, section: int, bands: range, on_band: Callable[[], None]) -> None:
+    """The bands of ``bands`` of column section ``section`` not staged yet, run by run, in one opening of the
+    scene."""
+    runs = _runs(bands, done_bands(plan.staging, section))
     if not runs:
         return
     checked = plan.checked
@@ -251,10 +283,11 @@ def _compute_share(plan: PlannedScene, bands: range, on_band: Callable[[], None]
             channels=checked.channels,
             cache_mb=plan.job.options.gdal_cache_mb,
             output_pixel_bytes=_output_pixel_bytes(checked),
+            section_width=plan.job.options.section_width,
         )
         checked.model.eval().to(checked.device)
         for run in runs:
-            _compute_run(plan, scene, run, on_band)
+            _compute_run(plan, scene, section, run, on_band)
 
 
 # -- writing the outputs from the bands ----------------------------------------------------------------------
@@ -263,13 +296,18 @@ def _assemble(plan: PlannedScene, start_time: float) -> PredictionResult:
     count = len(plan.starts)
 
     def write_rows(checked: CheckedScene, scene: Scene, writer: PredictionWriter) -> int:
-        writer.fill(0, scene.row0)
-        for band in range(count):
-            with np.load(_band_file(plan.staging, band)) as data:
-                probabilities = data["probabilities"] if "probabilities" in data.files else None
-                writer.write(int(data["row"]), data["class_ids"], data["confidence"], probabilities)
-        writer.fill(scene.row0 + scene.reader.height, scene.height)
-        return count * plan.per_row
+        top, bottom = scene.row0, scene.row0 + scene.reader.height
+        for index, section in enumerate(plan.sections):
+            writer.fill(0, top, section)
+            if not plan.per_row[index]:
+                writer.fill(top, bottom, section)
+            for band in range(count if plan.per_row[index] else 0):
+                with np.load(_band_file(plan.staging, index, band)) as data:
+                    probabilities = data["probabilities"] if "probabilities" in data.files else None
+                    row, ids, confidence = int(data["row"]), data["class_ids"], data["confidence"]
+                    writer.write(row, ids, confidence, probabilities, col=section[0])
+            writer.fill(bottom, scene.height, section)
+        return count * sum(plan.per_row)
 
     scene, chips, writer = _write_scene(plan.checked, plan.job.options, write_rows)
     write_vector_output(plan.checked, writer, plan.job.options)
@@ -317,9 +355,9 @@ def _prepare_staging(plans: Sequence[PlannedScene], group: _Group, resume: bool)
                 shutil.rmtree(plan.staging)
             plan.staging.mkdir(exist_ok=True)
             write_json(plan.staging / OPTIONS_FILE, plan.fingerprint)
-            done = len(done_bands(plan.staging))
+            done = staged_count(plan.staging)
             if resume and done:
-                _say(group, f"resuming {plan.job.output}: {done} of {len(plan.starts)} row bands already done")
+                _say(group, f"resuming {plan.job.output}: {done} of {plan.total_bands} row bands already done")
     group.barrier()
 
 
@@ -339,8 +377,8 @@ def _unfinished(jobs: Sequence[SceneJob], group: _Group, resume: bool) -> list[S
 
 def _progress_bar(plans: Sequence[PlannedScene], group: _Group) -> tuple[Any, Callable[[], None]]:
     """One bar for the job (every scene's bands, all processes: counted from the staging folders)."""
-    total = sum(len(p.starts) for p in plans)
-    done = sum(len(done_bands(p.staging)) for p in plans)
+    total = sum(p.total_bands for p in plans)
+    done = sum(staged_count(p.staging) for p in plans)
     bar = tqdm(total=total, initial=done, desc="predict", unit="band", disable=None if group.rank == 0 else True)
     last = [0.0]
 
@@ -349,7 +387,7 @@ def _progress_bar(plans: Sequence[PlannedScene], group: _Group) -> tuple[Any, Ca
         if bar.disable or now - last[0] < 0.5:
             return
         last[0] = now
-        bar.n = sum(len(done_bands(p.staging)) for p in plans)
+        bar.n = sum(staged_count(p.staging) for p in plans)
         bar.refresh()
 
     return bar, update
@@ -370,10 +408,14 @@ def predict_staged(
     plans = [_plan_scene(model, given, job) for job in jobs]
     _prepare_staging(plans, group, resume)
     bar, update = _progress_bar(plans, group)
+    # The units shared out: every section with windows of every scene, in order.
+    units = [(plan, index) for plan in plans for index, per_row in enumerate(plan.per_row) if per_row]
+    grids = [(plan.reach, plan.per_row[index]) for plan, index in units]
     with bar:
-        for index, bands in _shares([(p.reach, p.per_row) for p in plans], group.rank, group.world):
-            bar.set_postfix_str(plans[index].job.output.name, refresh=False)
-            _compute_share(plans[index], bands, update)
+        for unit, bands in _shares(grids, group.rank, group.world):
+            plan, section = units[unit]
+            bar.set_postfix_str(plan.job.output.name, refresh=False)
+            _compute_share(plan, section, bands, update)
         group.barrier()
         results = [_assemble(plan, start_time) for plan in plans] if group.rank == 0 else []
         bar.n = bar.total

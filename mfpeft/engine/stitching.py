@@ -6,8 +6,10 @@ a 6000 x 6000 tile (about 1 GB for 6 classes) but not for an orthomosaic of 100k
 :func:`mfpeft.data.geometry.sliding_chip_windows` lists windows row-major, once every window of one grid row
 has arrived no later window can reach above the next grid row's start: those scene rows are final. The
 :class:`RowBandStitcher` therefore keeps a buffer only ``min(chip_size, H)`` rows tall and emits each finished
-band of rows as soon as possible, so its memory depends on the chip size and the scene width, never on the
-scene height.
+band of rows as soon as possible, so its memory depends on the chip size and the width it stitches, never on
+the scene height. Given a *section* (a range of columns, :func:`mfpeft.data.geometry.column_sections`) it takes
+only the windows that overlap those columns and emits only them: a wide scene is stitched section by section,
+each pixel from the same windows, in the same order, as when the whole width is stitched at once.
 
 This module is pure logic: no raster I/O and no model. :func:`stitch_in_memory` is the straightforward
 whole-scene accumulator that the streamed result is tested against, pixel for pixel.
@@ -29,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 import torch
 
-from mfpeft.data.geometry import ChipWindow, sliding_chip_windows
+from mfpeft.data.geometry import ChipWindow, section_windows
 
 WeightMode = Literal["uniform", "gaussian", "cosine"]
 WEIGHT_MODES: tuple[str, ...] = ("uniform", "gaussian", "cosine")
@@ -39,7 +41,8 @@ Logits = torch.Tensor | npt.NDArray[np.floating]
 
 
 class RowBand(NamedTuple):
-    """A finished band of scene rows ``[row_start, row_start + class_ids.shape[0])``, full scene width."""
+    """A finished band of scene rows ``[row_start, row_start + class_ids.shape[0])`` and columns
+    ``[col_start, col_start + class_ids.shape[1])``: the stitcher's section (the full width by default)."""
 
     row_start: int
     class_ids: npt.NDArray[np.uint8]
@@ -49,6 +52,8 @@ class RowBand(NamedTuple):
     probabilities: npt.NDArray[np.uint8] | None = None
     """``(num_labels, h, W)`` uint8 softmax probabilities of the averaged logits, ``round(255 p)``; only from a
     stitcher made with ``probabilities=True``."""
+    col_start: int = 0
+    """Scene column of ``class_ids[:, 0]``."""
 
 
 def window_weights(chip_size: int, mode: WeightMode = "uniform") -> torch.Tensor:
@@ -117,8 +122,9 @@ class RowBandStitcher:
             for band in stitcher.push_batch(windows, logits):
                 write(band.row_start, band.class_ids, band.confidence)
 
-    Memory: two buffers of ``(num_labels + 1) x min(chip_size, H) x W`` values of ``dtype`` (float32 by
-    default) on ``device``, independent of the scene height.
+    Memory: two float32 buffers of ``(num_labels + 1) x min(chip_size, H) x w`` values on ``device``, where
+    ``w`` is the width the section's windows span (the section plus up to a chip on each side; ``W`` without
+    a section), independent of the scene height.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class RowBandStitcher:
         weights: torch.Tensor | npt.ArrayLike | None = None,
         device: torch.device | str = "cpu",
         probabilities: bool = False,
+        columns: tuple[int, int] | None = None,
     ) -> None:
         """Args:
         scene_height, scene_width: scene size ``H, W`` in pixels.
@@ -140,13 +147,16 @@ class RowBandStitcher:
             is the paper's plain sum.
         device: where the sums are kept (the model's device avoids a host round trip per chip).
         probabilities: also return every class's quantised probability in each band (:attr:`RowBand.probabilities`).
+        columns: the section ``[start, stop)`` of scene columns to stitch and emit (None: all): only the windows
+            overlapping it are pushed.
         """
         _check_positive("scene_height", scene_height)
         _check_positive("scene_width", scene_width)
         _check_positive("num_labels", num_labels)
         if num_labels > 256:
             raise ValueError(f"num_labels must be at most 256 for uint8 class ids, got {num_labels}")
-        self.windows: list[ChipWindow] = sliding_chip_windows(scene_height, scene_width, chip_size, stride)
+        self.windows: list[ChipWindow] = section_windows(scene_height, scene_width, chip_size, stride, columns)
+        self.columns: tuple[int, int] = (0, int(scene_width)) if columns is None else (int(columns[0]), int(columns[1]))
         self.scene_height = int(scene_height)
         self.scene_width = int(scene_width)
         self.num_labels = int(num_labels)
@@ -156,8 +166,11 @@ class RowBandStitcher:
         self.probabilities = bool(probabilities)
         self._weights = _validated_weights(weights, self.chip_size).to(self.device)
         rows = min(self.chip_size, self.scene_height)
-        self._logit_sum = torch.zeros(self.num_labels, rows, self.scene_width, device=self.device)
-        self._weight_sum = torch.zeros(rows, self.scene_width, device=self.device)
+        # The buffer spans the columns the section's windows cover: the section and a margin on each side.
+        self._col0 = min(w.col for w in self.windows)
+        span = max(w.col + w.width for w in self.windows) - self._col0
+        self._logit_sum = torch.zeros(self.num_labels, rows, span, device=self.device)
+        self._weight_sum = torch.zeros(rows, span, device=self.device)
         self._origin = 0  # scene row held in buffer row 0; every scene row above it has been emitted
         self._next = 0  # index into self.windows of the next expected window
 
@@ -172,8 +185,14 @@ class RowBandStitcher:
         return self.scene_height if self.done else self._origin
 
     @property
+    def per_row(self) -> int:
+        """Windows in each grid row (of the section)."""
+        return sum(1 for w in self.windows if w.row == self.windows[0].row)
+
+    @property
     def buffer_shape(self) -> tuple[int, int, int]:
-        """``(num_labels, rows, W)`` of the running logit sum; ``rows = min(chip_size, H)``."""
+        """``(num_labels, rows, w)`` of the running logit sum; ``rows = min(chip_size, H)``, ``w`` the columns the
+        section's windows span."""
         return (self.num_labels, self._logit_sum.shape[1], self._logit_sum.shape[2])
 
     @property
@@ -204,7 +223,7 @@ class RowBandStitcher:
         weights = self._weights[: window.height, : window.width]
         top = window.row - self._origin
         rows = slice(top, top + window.height)
-        cols = slice(window.col, window.col + window.width)
+        cols = slice(window.col - self._col0, window.col - self._col0 + window.width)
         _accumulate(self._logit_sum[:, rows, cols], self._weight_sum[rows, cols], chip, weights)
         self._next += 1
 
@@ -227,13 +246,14 @@ class RowBandStitcher:
 
     def _emit(self, finished_until: int) -> RowBand:
         height = finished_until - self._origin
-        logit_sum = self._logit_sum[:, :height]
+        first, last = self.columns[0] - self._col0, self.columns[1] - self._col0
+        logit_sum = self._logit_sum[:, :height, first:last]
         if not bool(torch.isfinite(logit_sum).all()):
             raise ValueError(
                 f"the model returned non-finite logits for scene rows {self._origin}..{finished_until - 1}"
             )
-        class_ids, confidence, probabilities = _decide(logit_sum, self._weight_sum[:height], self.probabilities)
-        band = RowBand(self._origin, class_ids, confidence, probabilities)
+        decided = _decide_in_blocks(logit_sum, self._weight_sum[:height, first:last], self.probabilities)
+        band = RowBand(self._origin, *decided, col_start=self.columns[0])
         # Slide the buffer up by `height` rows in place (no reallocation: its size must stay constant).
         kept = self._logit_sum.shape[1] - height
         if kept > 0:
@@ -282,10 +302,35 @@ def _decide(
     if bool((weight_sum <= 0).any()):
         raise RuntimeError("internal error: a finished row has a pixel that no window covered")
     class_ids = _first_argmax(logit_sum)
-    softmax = torch.softmax(logit_sum / weight_sum, dim=0)
+    # The softmax in float64: float32 exp differs in its last bit between the vectorised and the scalar (tail)
+    # code paths, so it would depend on where a pixel falls in the tensor (the section layout); rounded to
+    # float32 from float64 it does not.
+    average = (logit_sum / weight_sum).double()
+    exp = (average - average.amax(dim=0, keepdim=True)).exp_()
+    softmax = exp / exp.sum(dim=0, keepdim=True)
     confidence = softmax.amax(dim=0)
     quantised = quantise_probabilities(softmax).cpu().numpy() if probabilities else None
     return class_ids.cpu().numpy(), confidence.to(torch.float32).cpu().numpy(), quantised
+
+
+_DECIDE_COLUMNS = 1024  # columns decided at once: bounds the softmax temporaries, whatever the width
+
+
+def _decide_in_blocks(
+    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8] | None]:
+    """:func:`_decide` of ``(L, h, w)`` sums, ``_DECIDE_COLUMNS`` columns at a time (each pixel alone decides)."""
+    num_labels, height, width = logit_sum.shape
+    class_ids = np.empty((height, width), np.uint8)
+    confidence = np.empty((height, width), np.float32)
+    quantised = np.empty((num_labels, height, width), np.uint8) if probabilities else None
+    for start in range(0, width, _DECIDE_COLUMNS):
+        cols = slice(start, min(start + _DECIDE_COLUMNS, width))
+        ids, conf, probs = _decide(logit_sum[:, :, cols], weight_sum[:, cols], probabilities)
+        class_ids[:, cols], confidence[:, cols] = ids, conf
+        if quantised is not None and probs is not None:
+            quantised[:, :, cols] = probs
+    return class_ids, confidence, quantised
 
 
 def stitch_in_memory(

@@ -78,7 +78,8 @@ def scene_argv(inputs: dict[str, Path], out: Path, *extra: str) -> list[str]:
 
 def scenes_argv(inputs: dict[str, Path], out: Path) -> list[str]:
     argv = ["predict", "--model", str(inputs["model"]), "--scenes", str(inputs["scenes"]), "--output-dir", str(out)]
-    return [*argv, "--stride", "128", "--batch-size", "2", "--device", "cpu", "--bf16", "off"]
+    # Column sections of 256: the 270 and 300 wide scenes are stitched in two each, shared out like scenes.
+    return [*argv, "--stride", "128", "--batch-size", "2", "--device", "cpu", "--bf16", "off", "--section-width", "256"]
 
 
 def files_of(folder: Path) -> dict[str, Any]:

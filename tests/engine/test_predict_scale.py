@@ -250,6 +250,51 @@ def test_probabilities_one_uint8_band_per_class_agree_with_the_class_map(tmp_pat
     np.testing.assert_allclose(top / 255.0, confidence[~nodata], atol=0.5 / 255 + 1e-6)
 
 
+# -- column sections ---------------------------------------------------------------------------------------------------
+def raster_arrays(*paths: Path) -> list[np.ndarray]:
+    arrays = []
+    for path in paths:
+        with rasterio.open(path) as src:
+            arrays += [src.read(), src.read_masks()]
+    return arrays
+
+
+def test_column_sections_write_what_the_whole_width_writes(tmp_path: Path) -> None:
+    # One chip a batch, so every window's logits are the same in any batch: then only the stitching could differ.
+    model = tiny_mfnet()
+    with torch.no_grad():
+        model.decoder.head[2].weight.mul_(400)  # decided probabilities (see the probabilities test)
+    scene = write_scene(tmp_path / "in", 300, 900)
+    # The DSM starts 300 columns in: the first 256-column section has no input, the second only in part.
+    dsm = np.linspace(10, 40, 150 * 300, dtype=np.float32).reshape(1, 150, 300)
+    shifted = write_raster(tmp_path / "in" / "dsm_1m.tif", dsm, from_origin(ORIGIN[0] + 150, ORIGIN[1], 1.0, 1.0))
+    rasters = {"optical": scene["optical"], "dsm": shifted}
+    written = {}
+    for width in (0, 256, 512):
+        out = tmp_path / f"w{width}"
+        out.mkdir()
+        paths = [out / "labels.tif", out / "confidence.tif", out / "probabilities.tif"]
+        options = {**OPTIONS, "batch_size": 1, "section_width": width}
+        result = predict_scene(model, rasters, paths[0], confidence=paths[1], probabilities=paths[2], **options)
+        written[width] = (result, raster_arrays(*paths))
+    whole, whole_arrays = written[0]
+    labels = whole_arrays[0][0]
+    assert (labels[:, :300] == 255).all() and (labels[:, 300:] != 255).any()
+    for width in (256, 512):
+        result, arrays = written[width]
+        for got, expected in zip(arrays, whole_arrays):
+            np.testing.assert_array_equal(got, expected)  # class ids, confidence, probabilities, masks
+        assert result.class_counts == whole.class_counts
+        assert result.chips > whole.chips  # the windows straddling a section boundary run in both sections
+
+
+def test_section_width_must_be_a_multiple_of_the_output_block() -> None:
+    from mfpeft.engine.predict import PredictionOptions
+
+    with pytest.raises(ValueError, match=r"section_width=1000 must be a multiple of 256 .* or 0 for the whole width"):
+        PredictionOptions(section_width=1000)
+
+
 # -- bad input: one line naming scene / modality / file, nothing written ------------------------------------------
 def run_cli(argv: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, list[str]]:
     capfd.readouterr()

@@ -223,3 +223,55 @@ def test_bad_input_is_rejected() -> None:
 
     with pytest.raises(ValueError, match="covered by no chip"):
         stitch_in_memory([(ChipWindow(0, 0, 4, 4), torch.zeros(2, 4, 4))], 8, 4, 2, 4)
+
+
+def window_logits(window: ChipWindow, num_labels: int, chip: int) -> torch.Tensor:
+    """Logits that depend on the window alone (so a window pushed in two sections gets the same ones)."""
+    generator = torch.Generator().manual_seed(window.row * 100_003 + window.col)
+    return torch.randn(num_labels, chip, chip, generator=generator) * 3
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "chip", "stride", "section_width"),
+    [
+        (70, 200, 32, 16, 64),  # sections at multiples of the stride
+        (70, 203, 32, 12, 50),  # not: windows straddle every boundary, last column snapped
+        (70, 200, 32, 32, 64),  # stride == chip: no window straddles
+        (70, 200, 32, 8, 7),  # sections narrower than a chip
+        (40, 20, 32, 8, 16),  # narrower than a chip: one window per row, in both sections
+    ],
+)
+@pytest.mark.parametrize("mode", ["uniform", "gaussian"])
+def test_sections_stitch_each_pixel_as_the_whole_width_does(
+    height: int, width: int, chip: int, stride: int, section_width: int, mode: str
+) -> None:
+    from mfpeft.data.geometry import column_sections
+
+    weights = window_weights(chip, mode)  # type: ignore[arg-type]
+    whole = RowBandStitcher(height, width, 4, chip, stride, weights=weights, probabilities=True)
+    expected = [whole.push(w, window_logits(w, 4, chip)) for w in whole.windows]
+    full = [band for bands in expected for band in bands]
+    ids = np.concatenate([b.class_ids for b in full])
+    conf = np.concatenate([b.confidence for b in full])
+    probs = np.concatenate([b.probabilities for b in full], axis=1)
+    sections = column_sections(width, section_width)
+    assert sections[0][0] == 0 and sections[-1][1] == width and len(sections) > 1
+    for start, stop in sections:
+        stitcher = RowBandStitcher(
+            height, width, 4, chip, stride, weights=weights, probabilities=True, columns=(start, stop)
+        )
+        assert all(w.col < stop and w.col + w.width > start for w in stitcher.windows)
+        assert len(stitcher.windows) == stitcher.per_row * len({w.row for w in stitcher.windows})
+        assert stitcher.buffer_shape[2] <= stop - start + 2 * chip
+        bands = [b for w in stitcher.windows for b in stitcher.push(w, window_logits(w, 4, chip))]
+        assert stitcher.done and {b.col_start for b in bands} == {start}
+        assert [b.row_start for b in bands] == [b.row_start for b in full]
+        # Bit for bit: every pixel summed from the same windows in the same order.
+        np.testing.assert_array_equal(np.concatenate([b.class_ids for b in bands]), ids[:, start:stop])
+        np.testing.assert_array_equal(np.concatenate([b.confidence for b in bands]), conf[:, start:stop])
+        np.testing.assert_array_equal(np.concatenate([b.probabilities for b in bands], axis=1), probs[:, :, start:stop])
+
+
+def test_section_outside_the_scene_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"columns \(10, 90\) must be a non-empty range inside the 80 scene columns"):
+        RowBandStitcher(40, 80, 3, 32, 16, columns=(10, 90))
