@@ -44,7 +44,7 @@ from mfpeft.data.scaling import Scaling
 from mfpeft.data.tile import raster_files
 from mfpeft.data.windows import Scene, open_scene
 from mfpeft.data.writer import PredictionWriter
-from mfpeft.engine.evaluation import _band_plan, _reach, _shares, launched_processes
+from mfpeft.engine.evaluation import _band_plan, _reach, _shares, is_main_process, launched_processes
 from mfpeft.engine.predict import (
     CheckedScene,
     PredictionResult,
@@ -64,7 +64,7 @@ from mfpeft.engine.predict import (
 from mfpeft.engine.prediction_options import PredictionOptions
 from mfpeft.engine.stitching import RowBand
 
-__all__ = ["SceneJob", "predict_direct", "predict_one", "predict_staged", "staged", "staging_folder"]
+__all__ = ["SceneJob", "is_complete", "predict_direct", "predict_one", "predict_staged", "staged", "staging_folder"]
 
 OPTIONS_FILE = "options.json"
 BAND_GLOB = "band-*-*.npz"
@@ -361,14 +361,18 @@ def _prepare_staging(plans: Sequence[PlannedScene], group: _Group, resume: bool)
     group.barrier()
 
 
+def is_complete(job: SceneJob) -> bool:
+    """Whether an earlier run finished ``job``: every output it asks for exists, and no staging folder."""
+    extra = (job.options.confidence, job.options.probabilities, job.options.preview, job.options.vector)
+    written = [job.output, *(Path(path).expanduser() for path in extra if path is not None)]
+    return all(path.is_file() for path in written) and not staging_folder(job.output).exists()
+
+
 def _unfinished(jobs: Sequence[SceneJob], group: _Group, resume: bool) -> list[SceneJob]:
-    """With ``resume``: the jobs left to do; one line per scene skipped (every output it asks for exists, and no
-    staging folder)."""
+    """With ``resume``: the jobs left to do; one line per scene skipped (:func:`is_complete`)."""
     left = []
     for job in jobs:
-        extra = (job.options.confidence, job.options.probabilities, job.options.preview)
-        written = [job.output, *(Path(path).expanduser() for path in extra if path is not None)]
-        if resume and all(path.is_file() for path in written) and not staging_folder(job.output).exists():
+        if resume and is_complete(job):
             _say(group, f"skipped {job.output}: complete from an earlier run")
         else:
             left.append(job)
@@ -477,11 +481,12 @@ def predict_one(
     with tempfile.TemporaryDirectory(prefix="mfpeft-inputs-") as folder:
         local = materialise_rasters(rasters, Path(folder), Path(output).stem)
         job = SceneJob(local, Path(output).expanduser(), dataclasses.replace(options, summary=None))
+        skipped = [job.output] if resume and is_complete(job) else []
         if staged(resume):
             loaded = load_mfnet(model, base_model=options.base_model)
             results = predict_staged(loaded, model, [job], resume, start_time=start)
         else:
             results = predict_direct(model, [job])
-    if options.summary is not None and results:
-        write_summary(options.summary, results, seconds=time.perf_counter() - start)
+    if options.summary is not None and is_main_process():
+        write_summary(options.summary, results, seconds=time.perf_counter() - start, skipped=skipped)
     return results

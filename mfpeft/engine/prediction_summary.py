@@ -39,10 +39,13 @@ def _scene_summary(result: Any) -> dict[str, Any]:
     }
 
 
-def run_summary(results: Sequence[Any], seconds: float | None = None) -> dict[str, Any]:
+def run_summary(
+    results: Sequence[Any], seconds: float | None = None, skipped: Sequence[str | Path] = ()
+) -> dict[str, Any]:
     """What a run did: per scene (name, output, size, pixels, predicted pixels, chips, seconds, megapixels per
     second, class pixels and class areas: pixel count x |pixel area| in map units) and totals. ``seconds``: the
     run's wall time (default the sum of the scenes'); total areas only when every scene has the same area unit.
+    ``skipped``: the outputs of scenes a resumed run found complete (listed, not counted in the totals).
     """
     scenes = [_scene_summary(r) for r in results]
     total_seconds = sum(r.seconds for r in results) if seconds is None else seconds
@@ -64,9 +67,12 @@ def run_summary(results: Sequence[Any], seconds: float | None = None) -> dict[st
         "class_pixels": class_pixels,
         "class_areas": class_areas if len({s["area_unit"] for s in scenes}) == 1 else None,
     }
-    return {"scenes": scenes, "totals": totals}
+    totals["skipped_scenes"] = len(skipped)
+    return {"scenes": scenes, "skipped": [str(path) for path in skipped], "totals": totals}
 
 
-def write_summary(path: str | Path, results: Sequence[Any], seconds: float | None = None) -> Path:
+def write_summary(
+    path: str | Path, results: Sequence[Any], seconds: float | None = None, skipped: Sequence[str | Path] = ()
+) -> Path:
     """:func:`run_summary` as indented JSON at ``path``, written atomically."""
-    return write_json(Path(path).expanduser(), run_summary(results, seconds))
+    return write_json(Path(path).expanduser(), run_summary(results, seconds, skipped))

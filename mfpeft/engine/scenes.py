@@ -20,6 +20,7 @@ from typing import Any
 
 from mfpeft.data.mosaic import materialise_rasters, vrt_sources
 from mfpeft.data.tile import raster_files
+from mfpeft.engine.evaluation import is_main_process
 from mfpeft.engine.predict import (
     PredictionResult,
     check_output_path,
@@ -27,7 +28,7 @@ from mfpeft.engine.predict import (
     load_mfnet,
     mfnet_of,
 )
-from mfpeft.engine.predict_job import SceneJob, predict_direct, predict_staged, staged
+from mfpeft.engine.predict_job import SceneJob, is_complete, predict_direct, predict_staged, staged
 from mfpeft.engine.prediction_options import PredictionOptions
 from mfpeft.engine.prediction_summary import write_summary
 
@@ -191,10 +192,11 @@ def predict_scenes(
         jobs = [
             SceneJob(local, row.outputs["output"], _scene_options(options, row)) for row, local in zip(rows, inputs)
         ]
+        skipped = [job.output for job in jobs if resume and is_complete(job)]
         if staged(resume):
             results = predict_staged(loaded, model, jobs, resume, start_time=start)
         else:
             results = predict_direct(loaded, jobs)
-    if options.summary is not None and results:
-        write_summary(options.summary, results, seconds=time.perf_counter() - start)
+    if options.summary is not None and is_main_process():
+        write_summary(options.summary, results, seconds=time.perf_counter() - start, skipped=skipped)
     return results

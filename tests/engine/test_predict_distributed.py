@@ -254,7 +254,13 @@ def test_resumed_scenes_file_skips_the_complete_scenes_one_line_each(
     assert files_of(tmp_path) == files_of(reference / "scenes")
     (tmp_path / "s1.tif").unlink()  # as if killed before s1 was written (its bands gone too)
     capfd.readouterr()
-    assert cli_main([*scenes_argv(inputs, tmp_path), "--resume"]) == 0
+    summary = tmp_path / "run.json"
+    assert cli_main([*scenes_argv(inputs, tmp_path), "--resume", "--summary", str(summary)]) == 0
     lines = [line for line in capfd.readouterr().out.splitlines() if not line.startswith("wrote")]
     assert lines == [f"skipped {tmp_path / name}: complete from an earlier run" for name in ("s0.tif", "s2.tif")]
+    run = json.loads(summary.read_text())
+    assert [scene["name"] for scene in run["scenes"]] == ["s1"]  # the one predicted; the others listed apart
+    assert run["skipped"] == [str(tmp_path / name) for name in ("s0.tif", "s2.tif")]
+    assert run["totals"]["scenes"] == 1 and run["totals"]["skipped_scenes"] == 2
+    summary.unlink()
     assert files_of(tmp_path) == files_of(reference / "scenes")
