@@ -254,6 +254,8 @@ class PredictionWriter:
         probabilities: optionally a uint8 GeoTIFF, one band per class, of the quantised probabilities (nodata:
             0 and masked).
         cog: Cloud Optimised GeoTIFFs (with overviews) instead of plain tiled GeoTIFFs.
+        threads: compress blocks on this many threads (GDAL's ``NUM_THREADS``): for a writer that has the
+            cores to itself, such as the one assembling the bands several processes computed.
     """
 
     def __init__(
@@ -265,8 +267,10 @@ class PredictionWriter:
         confidence: Path | None = None,
         cog: bool = False,
         probabilities: Path | None = None,
+        threads: int = 1,
     ) -> None:
         self.output, self.confidence, self.cog = output, confidence, cog
+        self.threads = int(threads)
         self.probabilities = probabilities
         self.class_names, self.palette = list(class_names), palette
         self.counts = np.zeros(len(self.class_names), dtype=np.int64)
@@ -304,6 +308,8 @@ class PredictionWriter:
     def open(self, grid: Mapping[str, Any]) -> None:
         """Create the rasters on ``grid`` (:attr:`~mfpeft.data.raster.TileReader.profile`) at temporary names."""
         profile = output_profile(grid)
+        if self.threads > 1:
+            profile["num_threads"] = str(self.threads)
         self.width = int(profile["width"])
         pixel_bytes = {final: self._pixel_bytes(final) for final in self.finals}
         self.space = DiskSpace(list(pixel_bytes.items()), int(profile["height"]), self.width, cog=self.cog)

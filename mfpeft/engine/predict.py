@@ -501,9 +501,10 @@ def predicted_rows(options: PredictionOptions, progress: ProgressCallback | None
 
 
 def _write_scene(
-    checked: CheckedScene, options: PredictionOptions, write_rows: RowsWriter
+    checked: CheckedScene, options: PredictionOptions, write_rows: RowsWriter, threads: int = 1
 ) -> tuple[Scene, int, PredictionWriter]:
-    """Open the scene, write its rows (``write_rows``) at temporary names, draw the preview, then rename all.
+    """Open the scene, write its rows (``write_rows``) at temporary names, draw the preview, then rename all;
+    ``threads``: compression threads of the writer.
 
     On any failure or interrupt the temporary files are deleted, so the output paths are untouched; a full
     disk becomes one `InsufficientSpaceError` naming the outputs, the bytes needed and the bytes free.
@@ -516,6 +517,7 @@ def _write_scene(
         confidence=confidence,
         cog=options.cog,
         probabilities=checked.outputs.get("probabilities"),
+        threads=threads,
     )
     with writer:
         with ExitStack() as stack:

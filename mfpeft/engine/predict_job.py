@@ -291,9 +291,12 @@ def _compute_share(plan: PlannedScene, section: int, bands: range, on_band: Call
 
 
 # -- writing the outputs from the bands ----------------------------------------------------------------------
-def _assemble(plan: PlannedScene, start_time: float) -> PredictionResult:
-    """Write the scene's outputs from its saved bands (same writer calls as one process), then drop the staging."""
+def _assemble(plan: PlannedScene, start_time: float, threads: int) -> PredictionResult:
+    """Write the scene's outputs from its saved bands (same writer calls as one process, compressing on
+    ``threads``: the other processes are done), then drop the staging."""
     count = len(plan.starts)
+    # Only the grid is needed: unscaled, the scene opens without a pass over the tile for its statistics.
+    checked = dataclasses.replace(plan.checked, scaling={m: Scaling(mode="none") for m in plan.checked.modalities})
 
     def write_rows(checked: CheckedScene, scene: Scene, writer: PredictionWriter) -> int:
         top, bottom = scene.row0, scene.row0 + scene.reader.height
@@ -309,7 +312,7 @@ def _assemble(plan: PlannedScene, start_time: float) -> PredictionResult:
             writer.fill(bottom, scene.height, section)
         return count * sum(plan.per_row)
 
-    scene, chips, writer = _write_scene(plan.checked, plan.job.options, write_rows)
+    scene, chips, writer = _write_scene(checked, plan.job.options, write_rows, threads)
     write_vector_output(plan.checked, writer, plan.job.options)
     shutil.rmtree(plan.staging, ignore_errors=True)
     return result_of(plan.checked, scene, chips, writer, start_time)
@@ -421,7 +424,7 @@ def predict_staged(
             bar.set_postfix_str(plan.job.output.name, refresh=False)
             _compute_share(plan, section, bands, update)
         group.barrier()
-        results = [_assemble(plan, start_time) for plan in plans] if group.rank == 0 else []
+        results = [_assemble(plan, start_time, group.world) for plan in plans] if group.rank == 0 else []
         bar.n = bar.total
         bar.refresh()
     group.barrier()

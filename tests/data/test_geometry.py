@@ -103,3 +103,16 @@ def test_bad_arguments_name_the_field(args: tuple[int, int, int, int], field: st
     length, chip, stride, _ = args
     with pytest.raises(ValueError, match=field):
         axis_starts(length, chip, stride)
+
+
+def test_column_sections_split_at_multiples_of_the_section_width() -> None:
+    from mfpeft.data.geometry import column_sections, section_windows
+
+    assert column_sections(700, 256) == [(0, 256), (256, 512), (512, 700)]
+    assert column_sections(700, 0) == column_sections(700, None) == [(0, 700)]
+    assert column_sections(200, 256) == [(0, 200)]
+    with pytest.raises(ValueError, match="section_width must be a positive integer, got -4"):
+        column_sections(700, -4)
+    # Windows of a 700-wide grid (chip 256, stride 128: starts 0, 128, ..., 384, 444) overlapping 256..512.
+    cols = sorted({w.col for w in section_windows(300, 700, 256, 128, (256, 512))})
+    assert cols == [128, 256, 384, 444]
