@@ -183,26 +183,30 @@ class Scene:
         self,
         row: int,
         class_ids: npt.NDArray[np.uint8],
-        confidence: npt.NDArray[np.float32],
+        confidence: npt.NDArray[np.float32] | None,
         col: int = 0,
         section: tuple[int, int] | None = None,
-    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]:
+    ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32] | None]:
         """Rows ``row..`` and columns ``col..`` of the usable area, ``(rows, w)``, as the output rows of the
         output columns ``section`` (default: all), ``(rows, section width)``: nodata (`IGNORE_INDEX`,
-        confidence 0) where the first raster is nodata in every band and outside the usable area."""
+        confidence 0) where the first raster is nodata in every band and outside the usable area. A confidence
+        of None (not asked for) stays None."""
         reader, (rows, width) = self.reader, class_ids.shape
         if self.mask_reader is not None:
             window = ChipWindow(row, col, rows, width)  # the mask reader reads the reader's window
             missing = np.isnan(self.mask_reader.read_raw(reader.modalities[0], window)).all(axis=0)
             if missing.any():
                 class_ids = np.where(missing, np.uint8(IGNORE_INDEX), class_ids)
-                confidence = np.where(missing, np.float32(0), confidence)
+                if confidence is not None:
+                    confidence = np.where(missing, np.float32(0), confidence)
         first, last = (0, self.width) if section is None else section
         offset = self.col0 + col - first
         if offset == 0 and width == last - first:
             return class_ids, confidence
         full_ids = np.full((rows, last - first), IGNORE_INDEX, np.uint8)
         full_ids[:, offset : offset + width] = class_ids
+        if confidence is None:
+            return full_ids, None
         full_confidence = np.zeros((rows, last - first), np.float32)
         full_confidence[:, offset : offset + width] = confidence
         return full_ids, full_confidence

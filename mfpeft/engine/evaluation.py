@@ -147,7 +147,10 @@ def tile_confusion(
     with TileReader(tile, list(modalities), chip_size=chip_size, scaling=scaling, labels=labels) as reader:
         if not reader.has_labels:
             raise ValueError(f"tile {tile.name!r} has no labels to evaluate against")
-        stitcher = RowBandStitcher(reader.height, reader.width, num_labels, chip_size, stride, device=device)
+        # Class ids only: the confusion matrix needs no softmax.
+        stitcher = RowBandStitcher(
+            reader.height, reader.width, num_labels, chip_size, stride, device=device, confidence=False
+        )
         windows = stitcher.windows
         grid_rows = len(axis_starts(reader.height, chip_size, stride))
         bands = range(grid_rows) if bands is None else bands

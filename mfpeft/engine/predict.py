@@ -340,9 +340,11 @@ Section = tuple[int, int]
 """Output columns ``[start, stop)`` stitched together (:func:`mfpeft.data.geometry.column_sections`)."""
 
 
-def output_band(scene: Scene, band: RowBand, section: Section) -> tuple[int, np.ndarray, np.ndarray, np.ndarray | None]:
+def output_band(
+    scene: Scene, band: RowBand, section: Section
+) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """A finished band of the usable area as output rows of ``section``: ``(output row, class ids (h, w),
-    confidence (h, w), probabilities (L, h, w) or None)``, nodata where the first raster has none and outside
+    confidence (h, w) or None, probabilities (L, h, w) or None)``, nodata where the first raster has none and outside
     the usable area."""
     class_ids, confidence = scene.output_rows(band.row_start, band.class_ids, band.confidence, band.col_start, section)
     probabilities = None
@@ -371,6 +373,7 @@ def scene_stitcher(
         device=checked.device,
         probabilities="probabilities" in checked.outputs,
         columns=columns,
+        confidence="confidence" in checked.outputs,
     )
 
 

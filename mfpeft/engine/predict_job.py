@@ -230,7 +230,9 @@ def _runs(bands: range, done: set[int]) -> list[range]:
 # -- computing bands -------------------------------------------------------------------------------------
 def _save_band(scene: Scene, band: RowBand, section: Section, path: Path) -> None:
     row, class_ids, confidence, probabilities = output_band(scene, band, section)
-    arrays = {"row": np.int64(row), "class_ids": class_ids, "confidence": confidence}
+    arrays = {"row": np.int64(row), "class_ids": class_ids}
+    if confidence is not None:
+        arrays["confidence"] = confidence
     if probabilities is not None:
         arrays["probabilities"] = probabilities
 
@@ -307,7 +309,8 @@ def _assemble(plan: PlannedScene, start_time: float, threads: int) -> Prediction
             for band in range(count if plan.per_row[index] else 0):
                 with np.load(_band_file(plan.staging, index, band)) as data:
                     probabilities = data["probabilities"] if "probabilities" in data.files else None
-                    row, ids, confidence = int(data["row"]), data["class_ids"], data["confidence"]
+                    confidence = data["confidence"] if "confidence" in data.files else None
+                    row, ids = int(data["row"]), data["class_ids"]
                     writer.write(row, ids, confidence, probabilities, col=section[0])
             writer.fill(bottom, scene.height, section)
         return count * sum(plan.per_row)

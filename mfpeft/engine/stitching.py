@@ -47,8 +47,9 @@ class RowBand(NamedTuple):
     row_start: int
     class_ids: npt.NDArray[np.uint8]
     """``(h, W)`` uint8 class ids (argmax of the summed weighted logits)."""
-    confidence: npt.NDArray[np.float32]
-    """``(h, W)`` float32 max softmax probability of the averaged logits, in ``(0, 1]``."""
+    confidence: npt.NDArray[np.float32] | None
+    """``(h, W)`` float32 max softmax probability of the averaged logits, in ``(0, 1]``; None from a stitcher
+    made with ``confidence=False``."""
     probabilities: npt.NDArray[np.uint8] | None = None
     """``(num_labels, h, W)`` uint8 softmax probabilities of the averaged logits, ``round(255 p)``; only from a
     stitcher made with ``probabilities=True``."""
@@ -138,6 +139,7 @@ class RowBandStitcher:
         device: torch.device | str = "cpu",
         probabilities: bool = False,
         columns: tuple[int, int] | None = None,
+        confidence: bool = True,
     ) -> None:
         """Args:
         scene_height, scene_width: scene size ``H, W`` in pixels.
@@ -149,6 +151,8 @@ class RowBandStitcher:
         probabilities: also return every class's quantised probability in each band (:attr:`RowBand.probabilities`).
         columns: the section ``[start, stop)`` of scene columns to stitch and emit (None: all): only the windows
             overlapping it are pushed.
+        confidence: also return each pixel's confidence (:attr:`RowBand.confidence`); without it and without
+            ``probabilities`` no softmax is computed (class ids only, as evaluation needs).
         """
         _check_positive("scene_height", scene_height)
         _check_positive("scene_width", scene_width)
@@ -164,6 +168,7 @@ class RowBandStitcher:
         self.stride = int(stride)
         self.device = torch.device(device)
         self.probabilities = bool(probabilities)
+        self.confidence = bool(confidence)
         self._weights = _validated_weights(weights, self.chip_size).to(self.device)
         rows = min(self.chip_size, self.scene_height)
         # The buffer spans the columns the section's windows cover: the section and a margin on each side.
@@ -252,7 +257,9 @@ class RowBandStitcher:
             raise ValueError(
                 f"the model returned non-finite logits for scene rows {self._origin}..{finished_until - 1}"
             )
-        decided = _decide_in_blocks(logit_sum, self._weight_sum[:height, first:last], self.probabilities)
+        decided = _decide_in_blocks(
+            logit_sum, self._weight_sum[:height, first:last], self.probabilities, self.confidence
+        )
         band = RowBand(self._origin, *decided, col_start=self.columns[0])
         # Slide the buffer up by `height` rows in place (no reallocation: its size must stay constant).
         kept = self._logit_sum.shape[1] - height
@@ -295,42 +302,46 @@ def quantise_probabilities(probabilities: torch.Tensor) -> torch.Tensor:
 
 
 def _decide(
-    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool = False
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8] | None]:
-    """Class ids, confidence and (if asked) the quantised probabilities from ``(L, h, W)`` weighted logit sums
-    and ``(h, W)`` weight sums."""
+    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool = False, confidence: bool = True
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32] | None, npt.NDArray[np.uint8] | None]:
+    """Class ids and, if asked, the confidence and the quantised probabilities from ``(L, h, W)`` weighted logit
+    sums and ``(h, W)`` weight sums."""
     if bool((weight_sum <= 0).any()):
         raise RuntimeError("internal error: a finished row has a pixel that no window covered")
     class_ids = _first_argmax(logit_sum)
+    if not (confidence or probabilities):
+        return class_ids.cpu().numpy(), None, None
     # The softmax in float64: float32 exp differs in its last bit between the vectorised and the scalar (tail)
     # code paths, so it would depend on where a pixel falls in the tensor (the section layout); rounded to
     # float32 from float64 it does not.
     average = (logit_sum / weight_sum).double()
     exp = (average - average.amax(dim=0, keepdim=True)).exp_()
     softmax = exp / exp.sum(dim=0, keepdim=True)
-    confidence = softmax.amax(dim=0)
+    top = softmax.amax(dim=0).to(torch.float32).cpu().numpy() if confidence else None
     quantised = quantise_probabilities(softmax).cpu().numpy() if probabilities else None
-    return class_ids.cpu().numpy(), confidence.to(torch.float32).cpu().numpy(), quantised
+    return class_ids.cpu().numpy(), top, quantised
 
 
 _DECIDE_COLUMNS = 1024  # columns decided at once: bounds the softmax temporaries, whatever the width
 
 
 def _decide_in_blocks(
-    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool
-) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.uint8] | None]:
+    logit_sum: torch.Tensor, weight_sum: torch.Tensor, probabilities: bool, confidence: bool = True
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32] | None, npt.NDArray[np.uint8] | None]:
     """:func:`_decide` of ``(L, h, w)`` sums, ``_DECIDE_COLUMNS`` columns at a time (each pixel alone decides)."""
     num_labels, height, width = logit_sum.shape
     class_ids = np.empty((height, width), np.uint8)
-    confidence = np.empty((height, width), np.float32)
+    top = np.empty((height, width), np.float32) if confidence else None
     quantised = np.empty((num_labels, height, width), np.uint8) if probabilities else None
     for start in range(0, width, _DECIDE_COLUMNS):
         cols = slice(start, min(start + _DECIDE_COLUMNS, width))
-        ids, conf, probs = _decide(logit_sum[:, :, cols], weight_sum[:, cols], probabilities)
-        class_ids[:, cols], confidence[:, cols] = ids, conf
+        ids, conf, probs = _decide(logit_sum[:, :, cols], weight_sum[:, cols], probabilities, confidence)
+        class_ids[:, cols] = ids
+        if top is not None and conf is not None:
+            top[:, cols] = conf
         if quantised is not None and probs is not None:
             quantised[:, :, cols] = probs
-    return class_ids, confidence, quantised
+    return class_ids, top, quantised
 
 
 def stitch_in_memory(

@@ -275,3 +275,24 @@ def test_sections_stitch_each_pixel_as_the_whole_width_does(
 def test_section_outside_the_scene_is_refused() -> None:
     with pytest.raises(ValueError, match=r"columns \(10, 90\) must be a non-empty range inside the 80 scene columns"):
         RowBandStitcher(40, 80, 3, 32, 16, columns=(10, 90))
+
+
+def test_without_confidence_no_softmax_and_the_same_class_ids() -> None:
+    windows = sliding_chip_windows(70, 90, 32, 16)
+    logits = [window_logits(w, 5, 32) for w in windows]
+    results = {}
+    for confidence, probabilities in ((True, True), (False, False), (False, True)):
+        stitcher = RowBandStitcher(70, 90, 5, 32, 16, probabilities=probabilities, confidence=confidence)
+        results[confidence, probabilities] = [b for w, x in zip(windows, logits) for b in stitcher.push(w, x)]
+    full = results[True, True]
+    for key in ((False, False), (False, True)):
+        bands = results[key]
+        assert all(b.confidence is None for b in bands)
+        np.testing.assert_array_equal(
+            np.concatenate([b.class_ids for b in bands]), np.concatenate([b.class_ids for b in full])
+        )
+    assert all(b.probabilities is None for b in results[False, False])
+    np.testing.assert_array_equal(
+        np.concatenate([b.probabilities for b in results[False, True]], axis=1),
+        np.concatenate([b.probabilities for b in full], axis=1),
+    )
